@@ -1,0 +1,35 @@
+# provisiond: the two commands a new user needs are `make lab` and `make test`.
+# Each one installs what it needs (Debian packages, a virtualenv, the project) first.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test lab deps venv lint clean
+
+test: deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lab: deps
+	$(BIN)/provisiond lab
+
+# Debian packages (one list per concern in deps/apt/), then the virtualenv.
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard deps/apt/*.txt) scripts/install-deps.sh
+	scripts/install-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: deps
+
+lint: deps
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

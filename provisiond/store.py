@@ -1,0 +1,387 @@
+"""The store: node state, events, tokens, DHCP leases, seen MACs and TFTP transfer stats.
+
+One module owns all persistence so a PostgreSQL backend can replace SQLite by configuration
+later. SQLite runs in WAL mode (readers never block the writer), one connection per thread,
+and schema migrations are numbered and applied at open (PRAGMA user_version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisiond.lifecycle import ACTIVE, IllegalTransition, Source, State, check_transition
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE nodes (
+        hostname    TEXT PRIMARY KEY,
+        mac         TEXT NOT NULL UNIQUE,
+        state       TEXT NOT NULL DEFAULT 'new',
+        state_since REAL NOT NULL,
+        netboot     INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts       REAL NOT NULL,
+        hostname TEXT,
+        kind     TEXT NOT NULL,
+        source   TEXT NOT NULL,
+        detail   TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_by_host ON events (hostname, id);
+    CREATE TABLE tokens (
+        hostname   TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        issued     REAL NOT NULL
+    );
+    CREATE TABLE leases (
+        mac      TEXT PRIMARY KEY,
+        ip       TEXT NOT NULL UNIQUE,
+        hostname TEXT,
+        expires  REAL NOT NULL,
+        updated  REAL NOT NULL
+    );
+    CREATE TABLE seen_macs (
+        mac        TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_seen  REAL NOT NULL,
+        count      INTEGER NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE transfers (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts          REAL NOT NULL,
+        peer        TEXT NOT NULL,
+        filename    TEXT NOT NULL,
+        bytes       INTEGER NOT NULL,
+        duration    REAL NOT NULL,
+        retransmits INTEGER NOT NULL,
+        options     TEXT NOT NULL DEFAULT '{}',
+        outcome     TEXT NOT NULL
+    );
+    """,
+)
+
+
+class UnknownNode(LookupError):
+    """The store has no node by that name (it is not in the inventory)."""
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    hostname: str
+    mac: str
+    state: State
+    state_since: float
+    netboot: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    ts: float
+    hostname: str | None
+    kind: str
+    source: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    hostname: str | None
+    expires: float
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """Thread-safe access to the provisiond database (one SQLite file in the state dir)."""
+
+    FILENAME = "provisiond.sqlite3"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> Store:
+        return cls(Path(state_dir) / cls.FILENAME)
+
+    # -- connection handling -------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE), so read-modify-write is atomic."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def sync_nodes(self, nodes: dict[str, str]) -> None:
+        """Make the node table match the inventory ({hostname: mac}); keep known nodes' state.
+
+        A node removed from the inventory is dropped with its token and lease.
+        """
+        now = time.time()
+        with self._tx() as conn:
+            known = {row["hostname"]: row["mac"] for row in conn.execute("SELECT hostname, mac FROM nodes")}
+            for hostname in known.keys() - nodes.keys():
+                conn.execute("DELETE FROM nodes WHERE hostname = ?", (hostname,))
+                conn.execute("DELETE FROM tokens WHERE hostname = ?", (hostname,))
+                conn.execute("DELETE FROM leases WHERE mac = ?", (known[hostname],))
+                self._add_event(conn, hostname, "removed", Source.OPERATOR, {})
+            # Free MACs first so a MAC moving between hostnames does not trip UNIQUE.
+            for hostname, mac in nodes.items():
+                if hostname in known and known[hostname] != mac:
+                    conn.execute("UPDATE nodes SET mac = ? WHERE hostname = ?", (f"moving:{hostname}", hostname))
+                    conn.execute("DELETE FROM leases WHERE mac = ?", (known[hostname],))
+            for hostname, mac in nodes.items():
+                if hostname in known:
+                    conn.execute("UPDATE nodes SET mac = ? WHERE hostname = ?", (mac, hostname))
+                else:
+                    conn.execute(
+                        "INSERT INTO nodes (hostname, mac, state, state_since) VALUES (?, ?, ?, ?)",
+                        (hostname, mac, State.NEW.value, now),
+                    )
+
+    def nodes(self) -> list[NodeRecord]:
+        rows = self._conn().execute("SELECT * FROM nodes ORDER BY hostname").fetchall()
+        return [self._node(row) for row in rows]
+
+    def node(self, hostname: str) -> NodeRecord:
+        row = self._conn().execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
+        if row is None:
+            raise UnknownNode(hostname)
+        return self._node(row)
+
+    def node_by_mac(self, mac: str) -> NodeRecord | None:
+        row = self._conn().execute("SELECT * FROM nodes WHERE mac = ?", (mac,)).fetchone()
+        return self._node(row) if row else None
+
+    @staticmethod
+    def _node(row: sqlite3.Row) -> NodeRecord:
+        return NodeRecord(
+            hostname=row["hostname"], mac=row["mac"], state=State(row["state"]),
+            state_since=row["state_since"], netboot=bool(row["netboot"]), reason=row["reason"],
+        )
+
+    def transition(
+        self, hostname: str, target: State, source: Source, *,
+        reason: str | None = None, detail: dict[str, Any] | None = None, provision: bool = False,
+    ) -> NodeRecord:
+        """Move a node to `target` (checked by the state machine) and record the event.
+
+        Re-entering the current state is a no-op (a repeated DHCP request while in `pxe`).
+        Raises IllegalTransition with a message that says what would be legal.
+        """
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
+            if row is None:
+                raise UnknownNode(hostname)
+            current = State(row["state"])
+            if current is target and not provision:
+                return self._node(row)
+            check_transition(current, target, provision=provision)
+            now = time.time()
+            conn.execute(
+                "UPDATE nodes SET state = ?, state_since = ?, reason = ? WHERE hostname = ?",
+                (target.value, now, reason if target is State.FAILED else None, hostname),
+            )
+            event = {"from": current.value, **(detail or {})}
+            if reason:
+                event["reason"] = reason
+            self._add_event(conn, hostname, f"state:{target.value}", source, event)
+            row = conn.execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
+        return self._node(row)
+
+    def try_transition(self, hostname: str, target: State, source: Source, **kwargs: Any) -> bool:
+        """Like transition(), but an illegal move is ignored (for observations such as DHCP)."""
+        try:
+            self.transition(hostname, target, source, **kwargs)
+        except IllegalTransition:
+            return False
+        return True
+
+    def set_netboot(self, hostname: str, enabled: bool, source: Source) -> None:
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE nodes SET netboot = ? WHERE hostname = ?", (int(enabled), hostname))
+            if cur.rowcount == 0:
+                raise UnknownNode(hostname)
+            self._add_event(conn, hostname, "netboot:on" if enabled else "netboot:off", source, {})
+
+    def expire_overdue(self, deadlines: dict[State, float], now: float | None = None) -> list[str]:
+        """Fail every node that stayed in an active state past its deadline (seconds)."""
+        now = time.time() if now is None else now
+        failed = []
+        for node in self.nodes():
+            limit = deadlines.get(node.state)
+            if node.state in ACTIVE and limit is not None and now - node.state_since > limit:
+                if self.try_transition(
+                    node.hostname, State.FAILED, Source.TIMER, reason=f"timed out in {node.state}"
+                ):
+                    failed.append(node.hostname)
+        return failed
+
+    # -- events --------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_event(
+        conn: sqlite3.Connection, hostname: str | None, kind: str, source: Source | str,
+        detail: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (ts, hostname, kind, source, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), hostname, kind, str(source), json.dumps(detail, sort_keys=True)),
+        )
+
+    def add_event(
+        self, hostname: str | None, kind: str, source: Source | str, detail: dict[str, Any] | None = None
+    ) -> None:
+        with self._tx() as conn:
+            self._add_event(conn, hostname, kind, source, detail or {})
+
+    def events(self, since: int = 0, hostname: str | None = None, limit: int = 1000) -> list[Event]:
+        query = "SELECT * FROM events WHERE id > ?"
+        params: list[Any] = [since]
+        if hostname is not None:
+            query += " AND hostname = ?"
+            params.append(hostname)
+        query += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [
+            Event(row["id"], row["ts"], row["hostname"], row["kind"], row["source"], json.loads(row["detail"]))
+            for row in self._conn().execute(query, params)
+        ]
+
+    # -- per-node tokens (stored hashed; the clear token exists only in the node's rendering) --
+
+    def issue_token(self, hostname: str) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)).fetchone() is None:
+                raise UnknownNode(hostname)
+            conn.execute(
+                "INSERT INTO tokens (hostname, token_hash, issued) VALUES (?, ?, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET token_hash = excluded.token_hash, issued = excluded.issued",
+                (hostname, _hash_token(token), time.time()),
+            )
+        return token
+
+    def verify_token(self, hostname: str, token: str | None) -> bool:
+        if not token:
+            return False
+        row = self._conn().execute("SELECT token_hash FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
+        return row is not None and hmac.compare_digest(row["token_hash"], _hash_token(token))
+
+    # -- DHCP leases -----------------------------------------------------------------------
+
+    def save_lease(self, mac: str, ip: str, hostname: str | None, expires: float) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM leases WHERE ip = ? AND mac != ?", (ip, mac))
+            conn.execute(
+                "INSERT INTO leases (mac, ip, hostname, expires, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, hostname = excluded.hostname, "
+                "expires = excluded.expires, updated = excluded.updated",
+                (mac, ip, hostname, expires, time.time()),
+            )
+
+    def release_lease(self, mac: str) -> bool:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM leases WHERE mac = ?", (mac,)).rowcount > 0
+
+    def leases(self) -> list[Lease]:
+        rows = self._conn().execute("SELECT * FROM leases ORDER BY ip").fetchall()
+        return [Lease(row["mac"], row["ip"], row["hostname"], row["expires"]) for row in rows]
+
+    def lease_for(self, mac: str) -> Lease | None:
+        row = self._conn().execute("SELECT * FROM leases WHERE mac = ?", (mac,)).fetchone()
+        return Lease(row["mac"], row["ip"], row["hostname"], row["expires"]) if row else None
+
+    # -- MACs seen on the wire but not in the inventory ------------------------------------
+
+    def record_seen(self, mac: str, detail: dict[str, Any] | None = None) -> None:
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO seen_macs (mac, first_seen, last_seen, count, detail) VALUES (?, ?, ?, 1, ?) "
+                "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1, "
+                "detail = excluded.detail",
+                (mac, now, now, json.dumps(detail or {}, sort_keys=True)),
+            )
+
+    def seen_macs(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM seen_macs ORDER BY last_seen DESC").fetchall()
+        return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
+
+    # -- TFTP transfer statistics ----------------------------------------------------------
+
+    def record_transfer(
+        self, peer: str, filename: str, nbytes: int, duration: float, retransmits: int,
+        options: dict[str, Any], outcome: str,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO transfers (ts, peer, filename, bytes, duration, retransmits, options, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), peer, filename, nbytes, duration, retransmits, json.dumps(options), outcome),
+            )
+
+    def transfers(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM transfers ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{**dict(row), "options": json.loads(row["options"])} for row in rows]
