@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -44,7 +45,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_host ON events (hostname, id);
     CREATE TABLE tokens (
         hostname   TEXT PRIMARY KEY,
-        token_hash TEXT NOT NULL,
+        generation INTEGER NOT NULL,
         issued     REAL NOT NULL
     );
     CREATE TABLE leases (
@@ -106,10 +107,6 @@ class Lease:
     ip: str
     hostname: str | None
     expires: float
-
-
-def _hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Store:
@@ -309,25 +306,51 @@ class Store:
             for row in self._conn().execute(query, params)
         ]
 
-    # -- per-node tokens (stored hashed; the clear token exists only in the node's rendering) --
+    # -- per-node tokens ---------------------------------------------------------------------
+    # A node's token is HMAC(site secret, "hostname:generation"). The store keeps only the
+    # generation, so a copy of the database holds no usable token, yet the server can render
+    # the current token into that node's kickstart. `issue_token` bumps the generation, which
+    # makes every earlier token stale.
+
+    def _secret(self) -> bytes:
+        path = self.path.parent / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def _token(self, hostname: str, generation: int) -> str:
+        digest = hmac.new(self._secret(), f"{hostname}:{generation}".encode(), hashlib.sha256)
+        return digest.hexdigest()
 
     def issue_token(self, hostname: str) -> str:
-        token = secrets.token_urlsafe(32)
+        """Make a new token for the node (earlier ones become stale) and return it."""
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)).fetchone() is None:
                 raise UnknownNode(hostname)
             conn.execute(
-                "INSERT INTO tokens (hostname, token_hash, issued) VALUES (?, ?, ?) "
-                "ON CONFLICT (hostname) DO UPDATE SET token_hash = excluded.token_hash, issued = excluded.issued",
-                (hostname, _hash_token(token), time.time()),
+                "INSERT INTO tokens (hostname, generation, issued) VALUES (?, 1, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET generation = generation + 1, issued = excluded.issued",
+                (hostname, time.time()),
             )
-        return token
+            generation = conn.execute(
+                "SELECT generation FROM tokens WHERE hostname = ?", (hostname,)
+            ).fetchone()[0]
+        return self._token(hostname, generation)
+
+    def current_token(self, hostname: str) -> str:
+        """The node's current token (issued on first use), for rendering into its own pages."""
+        row = self._conn().execute("SELECT generation FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
+        if row is None:
+            return self.issue_token(hostname)
+        return self._token(hostname, row[0])
 
     def verify_token(self, hostname: str, token: str | None) -> bool:
         if not token:
             return False
-        row = self._conn().execute("SELECT token_hash FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
-        return row is not None and hmac.compare_digest(row["token_hash"], _hash_token(token))
+        row = self._conn().execute("SELECT generation FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
+        return row is not None and hmac.compare_digest(self._token(hostname, row[0]), token)
 
     # -- DHCP leases -----------------------------------------------------------------------
 
