@@ -28,7 +28,7 @@ from pathlib import Path
 
 from provisiond.errors import UserError
 from provisiond.tftp import packet
-from provisiond.tftp.options import DEFAULT_WINDOW_BYTES, MAX_BLKSIZE, Negotiated, negotiate
+from provisiond.tftp.options import DEFAULT_CLIENT_RCVBUF, MAX_BLKSIZE, Negotiated, negotiate
 from provisiond.tftp.packet import ErrorCode, Opcode, PacketError, Request
 from provisiond.tftp.paths import PathRefused, normalize, open_in_root
 
@@ -172,7 +172,7 @@ class _Transfer:
                 content = os.pread(fd, size, 0)
             content = packet.to_netascii(content)
         blocks = _Blocks(content, fd, size if content is None else len(content))
-        neg = negotiate(request.options, blocks.size, server.max_blksize, server.window_bytes)
+        neg = negotiate(request.options, blocks.size, server.max_blksize, server.client_rcvbuf)
         self.options = {name: int(value) for name, value in neg.reply.items()}
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(neg.timeout))
         if neg.reply:
@@ -300,7 +300,7 @@ class TftpServer:
         *,
         retries: int = DEFAULT_RETRIES,
         max_blksize: int = MAX_BLKSIZE,
-        window_bytes: int = DEFAULT_WINDOW_BYTES,
+        client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
     ) -> None:
         self.root = Path(root)
         self.address = address
@@ -310,7 +310,7 @@ class TftpServer:
         self.max_transfers = max_transfers
         self.retries = retries
         self.max_blksize = max_blksize
-        self.window_bytes = window_bytes
+        self.client_rcvbuf = client_rcvbuf
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._active: dict[tuple[tuple[str, int], str], _Transfer] = {}
