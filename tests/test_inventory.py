@@ -128,7 +128,7 @@ def test_every_problem_is_reported_at_once_with_lines(write_inventory):
     path = write_inventory(BROKEN)
     found = problems_of(path)
     expected = [
-        (14, "nodes[0].disk.size", "disk too small for the controller layout: it needs at least 26599 MiB"),
+        (14, "nodes[0].disk.size", "disk too small for the controller layout: it needs at least 25696 MiB"),
         (15, "nodes[0].bmc.password_file", "missing.pass does not exist"),
         (18, "nodes[1].role", "unknown role 'storage' (expected one of: compute, controller)"),
         (20, "nodes[1].os", "unknown os 'windows' (expected one of: debian12, rocky9)"),
