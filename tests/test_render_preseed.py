@@ -79,7 +79,7 @@ def decode(recipes_sh: Path, tmp_path: Path, recipe: str, label: str = "msdos") 
     for line in lines[1:]:
         if not line.strip():
             continue
-        minimum, factor, maximum, fs, rest = (line.split(None, 4) + [""])[:5]
+        minimum, factor, maximum, fs, rest = [*line.split(None, 4), ""][:5]
         options = {key: value.strip() for key, value in re.findall(r"(\$?[a-z_]+)\{([^}]*)\}", rest)}
         items.append({"min": int(minimum), "factor": int(factor), "max": int(maximum), "fs": fs, **options})
     return name, items
