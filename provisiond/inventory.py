@@ -650,7 +650,11 @@ def load_inventory(path: Path | str) -> Inventory:
     if problems or site is None:
         raise InventoryError(path, problems)
 
-    warnings = []
+    warnings = [
+        f"{node.hostname}: bmc.password_env {node.bmc.password_env} is not set here (power commands need it)"
+        for _, node in parsed
+        if node.bmc is not None and node.bmc.password_env and node.bmc.password_env not in os.environ
+    ]
     if site.root_password_hash is None and not site.ssh_authorized_keys:
         warnings.append(
             "site: neither root_password_hash nor ssh_authorized_keys is set: installed nodes "

@@ -43,7 +43,9 @@ def test_bmc_password_file_is_relative_to_the_inventory(inventory, tmp_path):
 
 def test_bmc_password_from_environment(write_inventory, monkeypatch):
     text = (SITE_YAML + NODES_YAML).replace("password_file: bmc.pass}", "password_env: LAB_BMC_PW}", 1)
+    monkeypatch.delenv("LAB_BMC_PW", raising=False)
     inventory = load_inventory(write_inventory(text))
+    assert inventory.warnings == ("controller: bmc.password_env LAB_BMC_PW is not set here (power commands need it)",)
     monkeypatch.setenv("LAB_BMC_PW", "from-env")
     assert inventory.node("controller").bmc.password() == "from-env"
     monkeypatch.delenv("LAB_BMC_PW")
