@@ -314,8 +314,8 @@ class TftpServer:
     def start(self) -> None:
         """Bind and serve in background threads; returns at once. UserError if it cannot bind."""
         if not self.root.is_dir():
-            raise UserError(f"TFTP root {self.root} is not a directory: create it or pass "
-                            "another --tftp-root")
+            raise UserError(f"TFTP root {self.root} is not a directory: create it or choose "
+                            "another TFTP root directory")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTEN_RCVBUF)
