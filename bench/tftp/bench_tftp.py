@@ -191,22 +191,25 @@ def main() -> int:
           f"Python {platform.python_version()}. Client: atftp. "
           f"Single client: {args.size_mib} MiB; {n} clients: {args.concurrent_size_mib} MiB "
           f"each (aggregate MiB/s). Best of {args.repeat}.\n")
-    print("| scenario | " + " | ".join(every) + " | provisiond / best peer |")
-    print("|---" * (len(every) + 2) + "|")
+    print("| scenario | " + " | ".join(every) + " | provisiond / in.tftpd | provisiond / atftpd |")
+    print("|---" * (len(every) + 3) + "|")
     for scenario in scenarios:
-        cells, peers = [], []
+        cells = []
         for name in every:
+            rate = results.get((scenario.label, name), 0.0)
             if name not in scenario.servers:
                 cells.append("n/a")
-                continue
-            rate = results.get((scenario.label, name))
-            cells.append(f"{rate:.0f}" if rate else f"unfinished in {RUN_LIMIT:.0f} s")
-            if name != "provisiond":
-                peers.append(rate or 0.0)
+            else:
+                cells.append(f"{rate:.0f}" if rate else f"unfinished in {RUN_LIMIT:.0f} s")
         ours = results.get((scenario.label, "provisiond")) or 0.0
-        best_peer = max(peers) if peers else 0.0
-        ratio = f"{ours / best_peer:.2f}" if best_peer else "peer did not finish"
-        print(f"| {scenario.label} | " + " | ".join(cells) + f" | {ratio} |")
+        ratios = []
+        for peer in ("in.tftpd", "atftpd"):
+            if peer not in scenario.servers:
+                ratios.append("n/a")
+                continue
+            theirs = results.get((scenario.label, peer))
+            ratios.append(f"{ours / theirs:.2f}" if theirs else "peer unfinished")
+        print(f"| {scenario.label} | " + " | ".join(cells + ratios) + " |")
     return 0
 
 

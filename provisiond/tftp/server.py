@@ -175,13 +175,14 @@ class _Transfer:
 
     # -- the event loop ---------------------------------------------------------------------
 
-    def begin(self, now: float) -> str | None:
+    def begin(self, now: float) -> None:
+        """First packet: the OACK if options were accepted, else DATA 1 (RFC 2347)."""
         if self.neg.reply:
             self.in_oack = True
             self.deadline = now + self.neg.timeout
             self._send_oack()
-            return None
-        return self._window(now, 0)
+        else:
+            self._window(now, 0)
 
     def _send_oack(self) -> None:
         assert self.sock is not None
