@@ -292,10 +292,8 @@ def _decide_proxy(
         reply = _reply(request, MessageType.ACK, site, ZERO)
         reply.ciaddr = request.ciaddr
         _add_boot_options(reply, request, site, file)
-        if source is not None and source[0] != ZERO:
-            destination = source
-        else:
-            destination = _destination(request, reply)
+        has_source = source is not None and source[0] != ZERO
+        destination = source if has_source else _destination(request, reply)
         _finish(reply, request)
         return Decision(Action.ACK, "proxy boot ack", reply, destination, boot_file=file)
     if port == SERVER_PORT and mtype is MessageType.DISCOVER:

@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
+from provisiond.dhcp.options import MessageType
 from provisiond.dhcp.packet import HTYPE_ETHERNET, DhcpPacket, MalformedPacket, build, parse
 from provisiond.dhcp.policy import PXE_PORT, SERVER_PORT, Action, Assignment, Decision, Site, decide
 from provisiond.errors import UserError
 from provisiond.lifecycle import Source, State
-from provisiond.store import Store
+from provisiond.store import Store, UnknownNode
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
+# Room for a burst (a rack powering on at once) while the thread writes a lease.
+RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class _Node(Protocol):
@@ -188,6 +191,7 @@ class DhcpServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
             sock.bind(("0.0.0.0", port))
         except PermissionError:
@@ -335,7 +339,7 @@ class DhcpServer:
         owned = next((ip for ip, (owner, _) in self._pool_owner.items() if owner == mac), None)
         if owned is not None:
             return owned
-        if request.message_type.name != "DISCOVER":
+        if request.message_type is not MessageType.DISCOVER:
             return None  # a REQUEST for an address we never offered: not ours to answer
 
         def free(ip: IPv4Address) -> bool:
@@ -393,5 +397,9 @@ class DhcpServer:
         if decision.boot_file and hostname and (
             decision.action is Action.ACK or (self.proxy and decision.reply is not None)
         ):
-            self.store.try_transition(hostname, State.PXE, Source.DHCP,
-                                      detail={"boot_file": decision.boot_file})
+            try:
+                self.store.try_transition(hostname, State.PXE, Source.DHCP,
+                                          detail={"boot_file": decision.boot_file})
+            except UnknownNode:
+                log.warning("node %s is not in the store: run `provisiond serve` (it syncs the "
+                            "inventory) so its state can be followed", hostname)
