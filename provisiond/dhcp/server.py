@@ -12,6 +12,7 @@ import errno
 import logging
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from provisiond.store import Store, UnknownNode
 log = logging.getLogger(__name__)
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 # How often the loop looks at the stop flag; bounds stop() and the offer/seen bookkeeping.
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
@@ -131,6 +133,7 @@ class DhcpServer:
         self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
         self._seen: dict[str, float] = {}
         self._sockets: list[socket.socket] = []
+        self._pktinfo: list[tuple[int, int, bytes]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -156,6 +159,9 @@ class DhcpServer:
             ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
             http_port=self.http_port, proxy=self.proxy,
         )
+        self._pktinfo = [
+            (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
+        ]
         ports = (SERVER_PORT, PXE_PORT) if self.proxy else (SERVER_PORT,)
         try:
             self._sockets = [self._bind(port) for port in ports]
@@ -310,7 +316,9 @@ class DhcpServer:
             log.warning("reply to %s not sent: %s", request.mac, exc)
             return
         try:
-            sock.sendto(data, (str(destination[0]), destination[1]))
+            # IP_PKTINFO sets the source address to our server id, which matters when the
+            # interface has several addresses (a client or relay may check where a reply is from).
+            sock.sendmsg([data], self._pktinfo, 0, (str(destination[0]), destination[1]))
         except OSError as exc:
             self.stats["errors"] += 1
             log.warning("sending to %s:%d failed: %s", destination[0], destination[1], exc)
