@@ -55,7 +55,7 @@ class DhcpPacket:
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr)
+        return self.chaddr.hex(":")
 
     @property
     def message_type(self) -> MessageType:

@@ -39,6 +39,11 @@ OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
 RECEIVE_BUFFER = 4 * 1024 * 1024
+# Datagrams served per group commit of their leases.
+BATCH = 64
+
+LeaseRow = tuple[str, str, str | None, float]  # mac, ip, hostname, expires
+Outgoing = tuple[bytes, tuple[str, int], str]  # datagram, destination, client MAC
 
 
 class _Node(Protocol):
@@ -262,25 +267,55 @@ class DhcpServer:
             self.store.close()
 
     def _drain(self, sock: socket.socket) -> None:
-        """Serve every datagram waiting on `sock` (bounded, so stop() stays prompt)."""
-        port = sock.getsockname()[1]
-        for _ in range(256):
-            try:
-                data, source = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.stats["errors"] += 1
-                log.warning("DHCP receive on %s failed: %s", self.interface, exc)
-                return
-            try:
-                self.handle(sock, data, (IPv4Address(source[0]), source[1]), port)
-            except Exception:
-                self.stats["errors"] += 1
-                log.exception("DHCP: failed to answer a packet from %s; still serving", source[0])
+        """Serve the datagrams waiting on `sock`, a bounded batch at a time.
 
-    def handle(
-        self, sock: socket.socket, data: bytes, source: tuple[IPv4Address, int], port: int,
+        Group commit: the leases of a batch are saved in one transaction, and the replies
+        are sent only after that, so an ACK never goes out for a lease that is not stored.
+        """
+        port = sock.getsockname()[1]
+        while not self._stop.is_set():
+            outbox: list[Outgoing] = []
+            leases: list[LeaseRow] = []
+            received = 0
+            while received < BATCH:
+                try:
+                    data, source = sock.recvfrom(4096)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("DHCP receive on %s failed: %s", self.interface, exc)
+                    break
+                received += 1
+                try:
+                    self._handle(data, (IPv4Address(source[0]), source[1]), port, outbox, leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: failed to answer a packet from %s; still serving",
+                                  source[0])
+            if received == 0:
+                return
+            if leases:
+                try:
+                    self.store.save_leases(leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: could not store %d leases; their ACKs are not sent",
+                                  len(leases))
+                    unsaved = {mac for mac, *_ in leases}
+                    outbox = [item for item in outbox if item[2] not in unsaved]
+            for data, destination, _mac in outbox:
+                try:
+                    # IP_PKTINFO sets the source address to our server id, which matters when
+                    # the interface has several addresses (relays check where replies are from).
+                    sock.sendmsg([data], self._pktinfo, 0, destination)
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("sending to %s:%d failed: %s", *destination, exc)
+
+    def _handle(
+        self, data: bytes, source: tuple[IPv4Address, int], port: int,
+        outbox: list[Outgoing], leases: list[LeaseRow],
     ) -> None:
         self.stats["received"] += 1
         try:
@@ -296,32 +331,21 @@ class DhcpServer:
         assert self.site is not None
         who = self._assignment(request)
         decision = decide(request, who, self.site, port=port, source=source)
-        log.debug(
-            "%s %s from %s (%s): %s", request.message_type.name, request.mac, source[0],
-            decision.reason, decision.action,
-        )
-        self.stats[str(decision.action)] += 1
-        self._record(request, who, decision)
-        if decision.reply is not None and decision.destination is not None:
-            self._send(sock, request, decision.reply, decision.destination)
-
-    def _send(
-        self, sock: socket.socket, request: DhcpPacket, reply: DhcpPacket,
-        destination: tuple[IPv4Address, int],
-    ) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
+                      source[0], decision.reason, decision.action)
+        self.stats[decision.action.value] += 1
+        self._record(request, who, decision, leases)
+        if decision.reply is None or decision.destination is None:
+            return
         try:
-            data = build(reply, request.max_message_size)
+            reply = build(decision.reply, request.max_message_size)
         except ValueError as exc:
             self.stats["errors"] += 1
             log.warning("reply to %s not sent: %s", request.mac, exc)
             return
-        try:
-            # IP_PKTINFO sets the source address to our server id, which matters when the
-            # interface has several addresses (a client or relay may check where a reply is from).
-            sock.sendmsg([data], self._pktinfo, 0, (str(destination[0]), destination[1]))
-        except OSError as exc:
-            self.stats["errors"] += 1
-            log.warning("sending to %s:%d failed: %s", destination[0], destination[1], exc)
+        address, dport = decision.destination
+        outbox.append((reply, (str(address), dport), request.mac))
 
     # -- who is the client, and what to remember ------------------------------------------
 
@@ -384,12 +408,15 @@ class DhcpServer:
             detail["relay"] = str(request.giaddr)
         self.store.record_seen(request.mac, detail)
 
-    def _record(self, request: DhcpPacket, who: Assignment | None, decision: Decision) -> None:
+    def _record(
+        self, request: DhcpPacket, who: Assignment | None, decision: Decision,
+        leases: list[LeaseRow],
+    ) -> None:
         mac = request.mac
         hostname = who.hostname if who else None
         if decision.lease is not None:
             expires = time.time() + self.lease_time
-            self.store.save_lease(mac, str(decision.lease), hostname, expires)
+            leases.append((mac, str(decision.lease), hostname, expires))
             if self.pool is not None and decision.lease in self.pool:
                 self._pool_owner[decision.lease] = (mac, expires)
         if decision.action in (Action.RELEASE, Action.DECLINE):
