@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address
 
 from provisiond.dhcp.options import MessageType, Opt, user_classes
@@ -26,6 +27,7 @@ IP_UDP_HEADERS = 28
 # Many BOOTP-era clients drop replies shorter than the 300-byte BOOTP message.
 MIN_REPLY = 300
 ZERO = IPv4Address(0)
+END = bytes([Opt.END])
 
 
 class MalformedPacket(ValueError):
@@ -169,6 +171,12 @@ def _check_options(options: dict[int, bytes]) -> None:
         raise MalformedPacket(f"option 97 (client UUID) has length {len(uuid)}, expected 0 or 17")
 
 
+@lru_cache(maxsize=4096)
+def address(packed: bytes) -> IPv4Address:
+    """IPv4Address from 4 bytes, cached: most fields are 0.0.0.0 or one of a few relays."""
+    return IPv4Address(packed)
+
+
 def parse(data: bytes) -> DhcpPacket:
     """Parse one DHCP message, or raise MalformedPacket saying what is wrong."""
     if len(data) < MIN_LENGTH:
@@ -203,8 +211,8 @@ def parse(data: bytes) -> DhcpPacket:
     _check_options(options)
     return DhcpPacket(
         op=op, xid=xid, chaddr=chaddr[:hlen], htype=htype, hops=hops, secs=secs, flags=flags,
-        ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr), siaddr=IPv4Address(siaddr),
-        giaddr=IPv4Address(giaddr),
+        ciaddr=address(ciaddr), yiaddr=address(yiaddr), siaddr=address(siaddr),
+        giaddr=address(giaddr),
         sname=b"" if overload and overload[0] & 2 else sname.rstrip(b"\0"),
         file=b"" if overload and overload[0] & 1 else bootfile.rstrip(b"\0"),
         options=options,
@@ -213,15 +221,16 @@ def parse(data: bytes) -> DhcpPacket:
 
 def encode_options(options: dict[int, bytes]) -> bytes:
     """Options in insertion order, values over 255 bytes split (RFC 3396), then END."""
-    out = bytearray()
+    parts = []
     for code, value in options.items():
-        if not value:
-            out += bytes((code, 0))
+        if len(value) <= 255:
+            parts += (bytes((code, len(value))), value)
+            continue
         for start in range(0, len(value), 255):
             chunk = value[start : start + 255]
-            out += bytes((code, len(chunk))) + chunk
-    out.append(Opt.END)
-    return bytes(out)
+            parts += (bytes((code, len(chunk))), chunk)
+    parts.append(END)
+    return b"".join(parts)
 
 
 def build(packet: DhcpPacket, max_size: int = MIN_MAX_MESSAGE - IP_UDP_HEADERS) -> bytes:

@@ -17,14 +17,24 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
-from provisiond.dhcp.options import MessageType
+from provisiond.dhcp.options import MessageType, Opt
 from provisiond.dhcp.packet import HTYPE_ETHERNET, DhcpPacket, MalformedPacket, build, parse
-from provisiond.dhcp.policy import PXE_PORT, SERVER_PORT, Action, Assignment, Decision, Site, decide
+from provisiond.dhcp.policy import (
+    PXE_PORT,
+    SERVER_PORT,
+    Action,
+    Assignment,
+    Decision,
+    Site,
+    decide,
+    is_netboot_client,
+)
 from provisiond.errors import UserError
 from provisiond.lifecycle import Source, State
 from provisiond.store import Store, UnknownNode
@@ -38,12 +48,24 @@ POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
-RECEIVE_BUFFER = 4 * 1024 * 1024
+# Not more: packets that wait longer than a client's retransmit timeout are wasted work.
+RECEIVE_BUFFER = 1024 * 1024
 # Datagrams served per group commit of their leases.
 BATCH = 64
+DISCOVER = bytes([MessageType.DISCOVER])
 
 LeaseRow = tuple[str, str, str | None, float]  # mac, ip, hostname, expires
 Outgoing = tuple[bytes, tuple[str, int], str]  # datagram, destination, client MAC
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str) -> IPv4Address:
+    return IPv4Address(text)
+
+
+@lru_cache(maxsize=65536)
+def _text(address: IPv4Address) -> str:
+    return str(address)
 
 
 class _Node(Protocol):
@@ -274,8 +296,7 @@ class DhcpServer:
         """
         port = sock.getsockname()[1]
         while not self._stop.is_set():
-            outbox: list[Outgoing] = []
-            leases: list[LeaseRow] = []
+            batch: list[tuple[DhcpPacket, tuple[IPv4Address, int]]] = []
             received = 0
             while received < BATCH:
                 try:
@@ -287,14 +308,23 @@ class DhcpServer:
                     log.warning("DHCP receive on %s failed: %s", self.interface, exc)
                     break
                 received += 1
-                try:
-                    self._handle(data, (IPv4Address(source[0]), source[1]), port, outbox, leases)
-                except Exception:
-                    self.stats["errors"] += 1
-                    log.exception("DHCP: failed to answer a packet from %s; still serving",
-                                  source[0])
+                request = self._parse(data, source[0])
+                if request is not None:
+                    batch.append((request, (_address(source[0]), source[1])))
             if received == 0:
                 return
+            # Under a backlog, finish the exchanges in progress (REQUEST) before starting new
+            # ones (DISCOVER): a late ACK makes the client start over, wasting both.
+            batch.sort(key=lambda item: item[0].options[Opt.MESSAGE_TYPE] == DISCOVER)
+            outbox: list[Outgoing] = []
+            leases: list[LeaseRow] = []
+            for request, source in batch:
+                try:
+                    self._handle(request, source, port, outbox, leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: failed to answer %s from %s; still serving",
+                                  request.mac, source[0])
             if leases:
                 try:
                     self.store.save_leases(leases)
@@ -313,21 +343,24 @@ class DhcpServer:
                     self.stats["errors"] += 1
                     log.warning("sending to %s:%d failed: %s", *destination, exc)
 
-    def _handle(
-        self, data: bytes, source: tuple[IPv4Address, int], port: int,
-        outbox: list[Outgoing], leases: list[LeaseRow],
-    ) -> None:
+    def _parse(self, data: bytes, source: str) -> DhcpPacket | None:
         self.stats["received"] += 1
         try:
             request = parse(data)
         except MalformedPacket as exc:
             self.stats["malformed"] += 1
-            log.debug("dropped malformed packet from %s: %s", source[0], exc)
-            return
+            log.debug("dropped malformed packet from %s: %s", source, exc)
+            return None
         if request.htype != HTYPE_ETHERNET:
             self.stats["ignored"] += 1
-            log.debug("ignored hardware type %d from %s", request.htype, source[0])
-            return
+            log.debug("ignored hardware type %d from %s", request.htype, source)
+            return None
+        return request
+
+    def _handle(
+        self, request: DhcpPacket, source: tuple[IPv4Address, int], port: int,
+        outbox: list[Outgoing], leases: list[LeaseRow],
+    ) -> None:
         assert self.site is not None
         who = self._assignment(request)
         decision = decide(request, who, self.site, port=port, source=source)
@@ -345,15 +378,21 @@ class DhcpServer:
             log.warning("reply to %s not sent: %s", request.mac, exc)
             return
         address, dport = decision.destination
-        outbox.append((reply, (str(address), dport), request.mac))
+        outbox.append((reply, (_text(address), dport), request.mac))
 
     # -- who is the client, and what to remember ------------------------------------------
 
     def _assignment(self, request: DhcpPacket) -> Assignment | None:
         node = self._nodes.get(request.mac)
         if node is not None:
-            record = self.store.node_by_mac(request.mac)
-            return Assignment(node.ip, node.hostname, netboot=bool(record and record.netboot))
+            # The netboot flag lives in the store (the HTTP service turns it off when an install
+            # ends), so it is read per request, and only for boot clients: it changes nothing
+            # for an OS's DHCP client.
+            netboot = False
+            if is_netboot_client(request):
+                record = self.store.node_by_mac(request.mac)
+                netboot = bool(record and record.netboot)
+            return Assignment(node.ip, node.hostname, netboot=netboot)
         if self.pool is None or self.proxy:
             self._record_seen(request)
             return None
@@ -416,7 +455,7 @@ class DhcpServer:
         hostname = who.hostname if who else None
         if decision.lease is not None:
             expires = time.time() + self.lease_time
-            leases.append((mac, str(decision.lease), hostname, expires))
+            leases.append((mac, _text(decision.lease), hostname, expires))
             if self.pool is not None and decision.lease in self.pool:
                 self._pool_owner[decision.lease] = (mac, expires)
         if decision.action in (Action.RELEASE, Action.DECLINE):
