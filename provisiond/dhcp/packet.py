@@ -28,6 +28,7 @@ IP_UDP_HEADERS = 28
 MIN_REPLY = 300
 ZERO = IPv4Address(0)
 END = bytes([Opt.END])
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
 
 
 class MalformedPacket(ValueError):
@@ -61,7 +62,7 @@ class DhcpPacket:
 
     @property
     def message_type(self) -> MessageType:
-        return MessageType(self.options[Opt.MESSAGE_TYPE][0])
+        return _MESSAGE_TYPES[self.options[Opt.MESSAGE_TYPE][0]]
 
     @property
     def broadcast(self) -> bool:
@@ -223,14 +224,19 @@ def encode_options(options: dict[int, bytes]) -> bytes:
     """Options in insertion order, values over 255 bytes split (RFC 3396), then END."""
     parts = []
     for code, value in options.items():
-        if len(value) <= 255:
-            parts += (bytes((code, len(value))), value)
+        size = len(value)
+        if size <= 255:
+            parts.append(_HEADS[code][size] + value)
             continue
-        for start in range(0, len(value), 255):
+        for start in range(0, size, 255):
             chunk = value[start : start + 255]
-            parts += (bytes((code, len(chunk))), chunk)
+            parts.append(_HEADS[code][len(chunk)] + chunk)
     parts.append(END)
     return b"".join(parts)
+
+
+# Every (code, length) pair pre-encoded: building replies is the server's inner loop.
+_HEADS = [[bytes((code, size)) for size in range(256)] for code in range(256)]
 
 
 def build(packet: DhcpPacket, max_size: int = MIN_MAX_MESSAGE - IP_UDP_HEADERS) -> bytes:
