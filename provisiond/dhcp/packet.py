@@ -70,7 +70,7 @@ class DhcpPacket:
 
     def _ip_option(self, code: int) -> IPv4Address | None:
         value = self.options.get(code)
-        return None if value is None else IPv4Address(value)
+        return None if value is None else address(value)
 
     @property
     def requested_ip(self) -> IPv4Address | None:

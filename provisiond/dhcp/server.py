@@ -100,20 +100,32 @@ class Pool:
         return range(int(self.first), int(self.last) + 1)
 
 
-def interface_addresses(interface: str) -> list[IPv4Interface]:
-    """The IPv4 addresses of `interface` (pyroute2), or UserError if there is no such link."""
+def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
+    """The interface named `spec`, or holding address `spec`, with its IPv4 addresses (pyroute2).
+
+    Raises UserError when there is no such interface or address.
+    """
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=interface)
+        try:
+            wanted = IPv4Address(spec)
+        except ValueError:
+            index = ipr.link_lookup(ifname=spec)
+        else:
+            index = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
+                     if a.get("IFA_ADDRESS") == str(wanted)]
         if not index:
             names = sorted(link.get("IFLA_IFNAME") for link in ipr.get_links())
             raise UserError(
-                f"interface {interface!r} does not exist (interfaces here: {', '.join(names)}); "
-                "name the interface on the site network with --interface"
+                f"no interface {'has address' if '.' in spec else 'is named'} {spec!r} "
+                f"(interfaces here: {', '.join(names)}); give the interface on the site "
+                "network (or its address) with --interface"
             )
-        return [
+        name = ipr.get_links(index[0])[0].get("IFLA_IFNAME")
+        addresses = [
             IPv4Interface(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}")
             for addr in ipr.get_addr(index=index[0], family=socket.AF_INET)
         ]
+    return name, addresses
 
 
 def choose_server_address(
@@ -171,8 +183,18 @@ class DhcpServer:
         if self._thread is not None:
             raise RuntimeError("DhcpServer already started")
         site = self.inventory.site
+        try:
+            given = IPv4Address(self.interface)
+        except ValueError:
+            given = None
+        if given is not None and given not in site.network:
+            raise UserError(
+                f"address {given} is not on the site network {site.network}: give an address "
+                "(or interface) on that network with --interface"
+            )
+        self.interface, addresses = find_interface(self.interface)
         server = choose_server_address(
-            self.interface, interface_addresses(self.interface), site.network, site.server
+            self.interface, addresses, site.network, given or site.server
         )
         self._check_pool(site.network, server)
         ntp = []
