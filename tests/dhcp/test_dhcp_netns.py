@@ -291,3 +291,17 @@ def test_interface_can_be_named_by_its_address(running: Running, tmp_path: Path)
     finally:
         server.stop()
         running.server = start_server(running.lab, running.inventory_path, running.store)
+
+
+def test_release_by_a_real_client_removes_the_lease(running: Running, tmp_path: Path) -> None:
+    running.lab.set_client_mac(NODE2)
+    try:
+        env = udhcpc(running.lab, tmp_path, release=True)
+        assert env is not None and env["ip"] == "10.213.0.12"
+        deadline = time.monotonic() + 5
+        while running.store.lease_for(NODE2) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        running.lab.client_address("10.213.0.12/24", add=False)
+    assert running.store.lease_for(NODE2) is None
+    assert running.server.stats["release"] >= 1
