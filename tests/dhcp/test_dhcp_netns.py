@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -305,3 +306,17 @@ def test_release_by_a_real_client_removes_the_lease(running: Running, tmp_path: 
         running.lab.client_address("10.213.0.12/24", add=False)
     assert running.store.lease_for(NODE2) is None
     assert running.server.stats["release"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        ("10.214.0.100-10.214.0.110", "is not inside the site network 10.213.0.0/24"),
+        ("10.213.0.10-10.213.0.20", "contains reserved addresses (10.213.0.11, 10.213.0.12"),
+    ],
+)
+def test_bad_pool_is_refused_at_start(running: Running, pool: str, message: str) -> None:
+    inventory = load_inventory(running.inventory_path)
+    server = DhcpServer(inventory, running.store, running.lab.server_if, pool=Pool.parse(pool))
+    with in_netns(running.lab.server_ns), pytest.raises(UserError, match=re.escape(message)):
+        server.start()
