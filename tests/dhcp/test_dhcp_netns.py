@@ -265,6 +265,19 @@ def test_dynamic_pool_serves_unknown_macs(running: Running, tmp_path: Path) -> N
         assert env is not None and env["ip"] == "10.213.0.100" and "hostname" not in env
         lease = store.lease_for(UNKNOWN)
         assert lease is not None and lease.ip == "10.213.0.100" and lease.hostname is None
+        # The client finds the address in use (DECLINE): it leaves the pool for a while.
+        decline = _discover(UNKNOWN)
+        decline.options = {Opt.MESSAGE_TYPE: bytes([MessageType.DECLINE]),
+                           Opt.SERVER_ID: IPv4Address("10.213.0.1").packed,
+                           Opt.REQUESTED_IP: IPv4Address("10.213.0.100").packed}
+        with udp_socket(running.lab.client_ns, running.lab.client_if, "0.0.0.0", 68) as sock:
+            sock.sendto(build(decline), ("255.255.255.255", 67))
+        deadline = time.monotonic() + 5
+        while store.lease_for(UNKNOWN) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.lease_for(UNKNOWN) is None
+        again = udhcpc(running.lab, tmp_path / "again")
+        assert again is not None and again["ip"] == "10.213.0.101"
     finally:
         server.stop()
         running.server = start_server(running.lab, running.inventory_path, store)
