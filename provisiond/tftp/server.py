@@ -112,6 +112,8 @@ class _Transfer:
         self.deadline = 0.0
         self.want_write = False
         self.batch = 1  # blocks per send (more than one with UDP GSO)
+        self.lockstep = True  # windowsize 1
+        self.bs, self.timeout = self.neg.blksize, self.neg.timeout
 
     # -- preparation (pool thread) ---------------------------------------------------------
 
@@ -170,6 +172,8 @@ class _Transfer:
         self.options = {name: int(value) for name, value in neg.reply.items()}
         self.last = self.blocks.size // neg.blksize + 1  # the final block is short, maybe empty
         self.batch = server._gso_batch(neg.blksize) if neg.windowsize > 1 else 1
+        self.lockstep = neg.windowsize == 1
+        self.bs, self.timeout = neg.blksize, neg.timeout
         sock.setblocking(False)
         return None
 
@@ -263,6 +267,23 @@ class _Transfer:
                 acked += delta
                 if acked >= self.last:
                     return "ok"
+                if self.lockstep:  # the common case, kept short: send the next block here
+                    self.acked, self.next, self.end, self.tries = acked, acked + 1, acked + 1, 0
+                    self.deadline = now + self.timeout
+                    blocks, bs = self.blocks, self.bs
+                    offset = acked * bs
+                    if offset < blocks.start or (offset + bs > blocks.end and
+                                                 blocks.end < blocks.size):
+                        blocks.fill(offset, bs)
+                    start = offset - blocks.start
+                    try:
+                        self.sock.send(_HEAD.pack(3, (acked + 1) & 0xFFFF)  # type: ignore
+                                       + blocks.view[start:start + bs])
+                    except BlockingIOError:
+                        self.send_pending()  # waits for EPOLLOUT
+                    else:
+                        self.next = acked + 2
+                    return None
                 if acked < self.next - 1:  # the client saw a gap: go back (RFC 7440)
                     self.retransmits += self.next - 1 - acked
                 self._window(now, acked)
@@ -431,11 +452,12 @@ class TftpServer:
     def _loop(self) -> None:
         assert self._sock is not None
         poll, listen_fd, wake_fd = self._epoll.poll, self._sock.fileno(), self._wake
+        epollout, monotonic = select.EPOLLOUT, time.monotonic
         running: dict[int, _Transfer] = {}
         next_tick = time.monotonic() + TIMER_TICK
         while not self._stopping.is_set():
-            events = poll(max(0.0, next_tick - time.monotonic()))
-            now = time.monotonic()
+            events = poll(max(0.0, next_tick - monotonic()))
+            now = monotonic()
             for fd, mask in events:
                 transfer = running.get(fd)
                 if transfer is None:
@@ -445,9 +467,9 @@ class TftpServer:
                         self._start_ready(running, now)
                     continue
                 try:
-                    if mask & select.EPOLLOUT:
+                    if mask & epollout:
                         transfer.send_pending()
-                    outcome = transfer.readable(now) if mask & ~select.EPOLLOUT else None
+                    outcome = transfer.readable(now) if mask & ~epollout else None
                 except ConnectionRefusedError:
                     outcome = "error: client went away (port unreachable)"
                 except BlockingIOError:
