@@ -129,6 +129,8 @@ def main() -> int:
     parser.add_argument("--concurrent-size-mib", type=int, default=16,
                         help="file size per client in the concurrent runs (default 16)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs (default 3)")
+    parser.add_argument("--only", default="", metavar="TEXT",
+                        help="run only the scenarios whose label contains TEXT")
     args = parser.parse_args()
     for program in ("atftp", "in.tftpd", "dnsmasq"):
         if shutil.which(program) is None and not Path("/usr/sbin", program).exists():
@@ -149,6 +151,7 @@ def main() -> int:
         Scenario(f"{n} clients, 1468 B blocks", 1468, None, n, every),
         Scenario(f"{n} clients, 1468 B, windowsize 16", 1468, 16, n, windowed),
     ]
+    scenarios = [scenario for scenario in scenarios if args.only in scenario.label]
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="bench-tftp-", dir=base) as tmp:
         root, out_dir = Path(tmp, "root"), Path(tmp, "out")
