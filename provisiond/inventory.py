@@ -10,7 +10,6 @@ password files) run afterwards on the nodes that parsed.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -387,6 +386,33 @@ class Inventory:
 
 # -- loading ---------------------------------------------------------------------------------
 
+
+class _InventoryLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers, so an unquoted MAC stays a string.
+
+    (Under YAML 1.1, 52:54:00:10:00:10 is the integer 41135076010.)
+    """
+
+
+_InventoryLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_InventoryLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_InventoryLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
 Loc = tuple[str | int, ...]
 
 
@@ -432,7 +458,9 @@ def _line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def _validation_problems(exc: ValidationError, prefix: Loc, lines: dict[Loc, int], known: Iterable[str]) -> list[Problem]:
+def _validation_problems(
+    exc: ValidationError, prefix: Loc, lines: dict[Loc, int], known: Iterable[str]
+) -> list[Problem]:
     problems = []
     for error in exc.errors():
         loc = (*prefix, *(part for part in error["loc"] if part != "size_bytes"))
@@ -509,13 +537,14 @@ def load_inventory(path: Path | str) -> Inventory:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise InventoryError(path, [Problem(None, "", "file not found (see docs/inventory.md for the format)")]) from None
+        missing = Problem(None, "", "file not found (see docs/inventory.md for the format)")
+        raise InventoryError(path, [missing]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(path, [Problem(None, "", f"cannot read: {exc}")]) from None
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_InventoryLoader)
+        data = yaml.load(text, Loader=_InventoryLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
