@@ -13,34 +13,20 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
+from provisiond.client import event_json, node_json, set_netboot
 from provisiond.http import ctx
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
 from provisiond.inventory import Node
 from provisiond.lifecycle import IllegalTransition, Source, State
 from provisiond.logs import log_event
-from provisiond.store import Event, NodeRecord, UnknownNode
+from provisiond.store import UnknownNode
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("provisiond.http")
 
 CALLBACKS = ("install-started", "install-finished")
 MAX_EVENTS = 1000
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "ts": event.ts, "host": event.hostname, "kind": event.kind,
-            "source": event.source, "detail": event.detail}
-
-
-def node_json(node: Node, record: NodeRecord, last: Event | None, now: float) -> dict[str, Any]:
-    return {
-        "hostname": node.hostname, "mac": node.mac, "ip": str(node.ip), "role": node.role,
-        "os": node.os_name, "firmware": node.firmware, "state": record.state.value,
-        "state_since": record.state_since, "age_seconds": round(max(0.0, now - record.state_since), 3),
-        "netboot": record.netboot, "reason": record.reason,
-        "last_event": event_json(last) if last else None,
-    }
 
 
 def _node(hostname: str) -> Node:
@@ -138,10 +124,6 @@ def netboot(hostname: str) -> Response:
     enabled = _json_body().get("enabled")
     if not isinstance(enabled, bool):
         abort(400, description='expected {"enabled": true|false}')
-    store = ctx().store
-    if enabled:
-        store.issue_token(item.hostname)
-    store.set_netboot(item.hostname, enabled, Source.OPERATOR)
-    record = store.node(item.hostname)
+    record = set_netboot(ctx().store, item.hostname, enabled, Source.OPERATOR)
     log_event(log, "netboot", host=item.hostname, enabled=enabled)
     return jsonify(hostname=item.hostname, state=record.state.value, netboot=record.netboot)
