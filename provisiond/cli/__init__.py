@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "provisiond.cli.lab_cmds",
     "provisiond.cli.serve_cmds",
     "provisiond.cli.status_cmds",
+    "provisiond.cli.tftp_cmds",
 )
 
 

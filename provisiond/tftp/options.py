@@ -1,0 +1,67 @@
+"""Option negotiation for read requests: RFC 2347 (OACK), 2348 blksize, 2349 timeout/tsize,
+7440 windowsize. Pure: the server passes in what the client asked and the file size.
+
+Only options understood and accepted appear in the OACK; an out-of-range value is ignored
+(the RFCs' "the server may ignore it"), a too-large one is lowered to what the server allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIN_BLKSIZE = 8
+MAX_BLKSIZE = 65464
+DEFAULT_BLKSIZE = 512
+MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
+MAX_WINDOWSIZE = 65535
+DEFAULT_TIMEOUT = 1.0
+# Payload bytes one window may put in flight. A window is sent back to back, so it must fit the
+# client's socket receive buffer (Linux default 208 KiB, charged at roughly twice the payload
+# for small datagrams): more is dropped and the transfer falls back to timeouts. That is how
+# large windows at 65464-byte blocks collapse in atftpd; capping the window here avoids it.
+DEFAULT_WINDOW_BYTES = 96 * 1024
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """Transfer parameters and the OACK to send (empty: no OACK, start with DATA 1)."""
+
+    blksize: int = DEFAULT_BLKSIZE
+    timeout: float = DEFAULT_TIMEOUT
+    windowsize: int = 1
+    reply: dict[str, str] = field(default_factory=dict)
+
+
+def window_cap(blksize: int, window_bytes: int = DEFAULT_WINDOW_BYTES) -> int:
+    """Largest window for this block size that a default client socket buffer absorbs."""
+    return max(1, min(MAX_WINDOWSIZE, window_bytes // blksize))
+
+
+def _int(value: str) -> int | None:
+    value = value.strip()
+    return int(value) if value.isdigit() else None
+
+
+def negotiate(
+    requested: dict[str, str],
+    size: int,
+    max_blksize: int = MAX_BLKSIZE,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
+) -> Negotiated:
+    """Accept what we understand from an RRQ's options; `size` is the bytes we will send."""
+    blksize, timeout, windowsize = DEFAULT_BLKSIZE, DEFAULT_TIMEOUT, 1
+    reply: dict[str, str] = {}
+    if (value := _int(requested.get("blksize", ""))) is not None and value >= MIN_BLKSIZE:
+        blksize = min(value, max_blksize, MAX_BLKSIZE)
+        reply["blksize"] = str(blksize)
+    if (value := _int(requested.get("timeout", ""))) is not None and (
+        MIN_TIMEOUT <= value <= MAX_TIMEOUT
+    ):
+        timeout = float(value)
+        reply["timeout"] = str(value)
+    if "tsize" in requested and _int(requested["tsize"]) is not None:
+        reply["tsize"] = str(size)
+    if (value := _int(requested.get("windowsize", ""))) is not None and value >= 1:
+        windowsize = min(value, window_cap(blksize, window_bytes))
+        reply["windowsize"] = str(windowsize)
+    return Negotiated(blksize, timeout, windowsize, reply)
