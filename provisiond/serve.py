@@ -8,6 +8,7 @@ killed and restarted server resumes exactly where it was: state, leases and even
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from provisiond.store import Store
 from provisiond.tftp.server import TftpServer, TransferStats
 
 log = logging.getLogger("provisiond.serve")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def interface_address(interface: str, network: IPv4Network) -> IPv4Address:
@@ -53,6 +55,13 @@ def interface_address(interface: str, network: IPv4Network) -> IPv4Address:
     raise UserError(f"interface {interface} has no address in the site network {network} "
                     f"(it has: {have}); add one (`ip addr add ... dev {interface}`) or fix "
                     "site.network in the inventory")
+
+
+def _die_with_parent() -> None:
+    """In the gunicorn child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
+    the HTTP port."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class DeadlineTimer:
@@ -109,7 +118,8 @@ class HttpProcess:
             wsgi_env.ENV_BASE_URL: self.base_url or "",
             wsgi_env.ENV_VERBOSITY: str(self.verbosity),
         })
-        self.process = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent)
         health = f"http://{self.addresses[0]}:{self.config.http_port}/api/v1/health"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,6 +11,8 @@ from provisiond.config import Config
 from provisiond.lifecycle import Source, State
 from provisiond.store import Store
 
+pytest_plugins = ("serve_fixtures",)
+
 NODE1 = {"REMOTE_ADDR": "10.213.0.11"}
 NODE3 = {"REMOTE_ADDR": "10.213.0.13"}
 

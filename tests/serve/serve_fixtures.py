@@ -1,4 +1,8 @@
-"""Fixtures for the serve tests: a small inventory, a config, the Flask app."""
+"""Fixtures for the serve tests: a small inventory, a config, the Flask app.
+
+Not a conftest.py: a second module named `conftest` would shadow tests/conftest.py for the
+helpers that import it. Test modules import the fixtures they use from here.
+"""
 
 from __future__ import annotations
 
