@@ -125,11 +125,15 @@ class Served:
 
     def curl(self, source: str, path: str, *args: str) -> tuple[int, str]:
         """A real HTTP request from `source` (a node's address) in the client namespace."""
+        code, body = self.curl_bytes(source, path, *args)
+        return code, body.decode(errors="replace")
+
+    def curl_bytes(self, source: str, path: str, *args: str) -> tuple[int, bytes]:
+        out = self.workdir / f"curl-{time.monotonic_ns()}"
         result = self.ns.client_run(
             require_program("curl"), "-sS", "--max-time", "10", "--interface", source,
-            "-o", "-", "-w", "\n%{http_code}", *args, self.url + path)
-        body, _, code = result.stdout.rpartition("\n")
-        return int(code), body
+            "-o", str(out), "-w", "%{http_code}", *args, self.url + path)
+        return int(result.stdout.strip()), out.read_bytes() if out.exists() else b""
 
     def post_event(self, source: str, host: str, event: str, token: str | None) -> int:
         headers = ["-H", "Content-Type: application/json"]
@@ -139,15 +143,19 @@ class Served:
                             "--data", json.dumps({"event": event}))
         return code
 
-    def tftp_get(self, name: str) -> str:
-        result = self.ns.client_run(require_program("curl"), "-sS", "--max-time", "10",
-                                    f"tftp://{self.server_ip}/{name}")
-        return result.stdout
+    def tftp_get(self, name: str) -> bytes:
+        """A file over TFTP with curl's TFTP client, from the client namespace."""
+        out = self.workdir / f"tftp-{time.monotonic_ns()}"
+        self.ns.client_run(require_program("curl"), "-sS", "--max-time", "10", "-o", str(out),
+                           f"tftp://{self.server_ip}/{name}")
+        return out.read_bytes()
 
     def udhcpc(self, mac: str, *options: str) -> dict[str, str] | None:
         """busybox udhcpc as the node (its MAC) once; the env of its `bound` event."""
         busybox = require_program("busybox")
         run("ip", "-n", self.ns.client, "link", "set", "dev", self.ns.client_if, "address", mac)
+        # The server's ARP cache still maps the client's addresses to the old MAC.
+        run("ip", "-n", self.ns.server, "neigh", "flush", "dev", self.ns.server_if)
         out = self.workdir / f"udhcpc-{time.monotonic_ns()}.env"
         script = self.workdir / "udhcpc.sh"
         script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > "{out}"\nexit 0\n')
