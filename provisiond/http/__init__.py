@@ -70,7 +70,7 @@ def create_app(
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
     store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
-    app = Flask("provisiond")
+    app = Flask("provisiond", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,

@@ -27,6 +27,7 @@ log = logging.getLogger("provisiond.http")
 
 CALLBACKS = ("install-started", "install-finished")
 MAX_EVENTS = 1000
+MAX_EVENT_ID = 2**62
 
 
 def _node(hostname: str) -> Node:
@@ -80,9 +81,9 @@ def events() -> Response:
     limit_text = request.args.get("limit", str(MAX_EVENTS))
     if not since_text.isdigit() or not limit_text.isdigit():
         abort(400, description="since and limit must be non-negative integers (event ids/counts)")
-    since, limit = int(since_text), min(int(limit_text), MAX_EVENTS)
-    if since > 2**62:
-        abort(400, description="since is larger than any event id")
+    since, limit = int(since_text), int(limit_text)
+    if since > MAX_EVENT_ID or limit > MAX_EVENTS:
+        abort(400, description=f"since is at most {MAX_EVENT_ID}, limit at most {MAX_EVENTS}")
     host = request.args.get("host")
     if host is not None:
         host = _node(host).hostname

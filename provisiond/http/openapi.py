@@ -130,7 +130,8 @@ def document() -> dict[str, Any]:
             "/api/v1/events": {"get": {
                 "summary": "events after an id (poll with since=last_id)",
                 "parameters": [
-                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "since", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
                     {"name": "limit", "in": "query",
                      "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
                     {"name": "host", "in": "query", "schema": {"type": "string"}},
@@ -141,7 +142,7 @@ def document() -> dict[str, Any]:
                         "properties": {"events": {"type": "array", "items": {
                             "$ref": "#/components/schemas/Event"}},
                             "last_id": {"type": "integer"}}}}}},
-                    "400": _error("since/limit not a non-negative integer"),
+                    "400": _error("since/limit not an integer in range"),
                     "404": _error("host not in the inventory")}}},
             "/boot/{mac}.ipxe": {"get": {
                 "summary": "iPXE script: install while netboot is on, boot local when off",
@@ -154,9 +155,9 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "name", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
                 "responses": _ASSET_RESPONSES}},
-            "/boot/{os}/{name}": {"get": {
+            "/boot/{os_name}/{name}": {"get": {
                 "summary": "installer kernel or initrd of an OS",
-                "parameters": [{"name": "os", "in": "path", "required": True,
+                "parameters": [{"name": "os_name", "in": "path", "required": True,
                                 "schema": {"type": "string"}},
                                {"name": "name", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],

@@ -143,7 +143,7 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
 
 def test_refused_callbacks_over_http_change_nothing(served: Served) -> None:
     store = store_of(served)
-    mac, ip = NODES["node2"]
+    _mac, ip = NODES["node2"]
     assert served.cli("netboot", "node2", "on").returncode == 0
     stale = store.current_token("node2")
     assert served.cli("netboot", "node2", "on").returncode == 0  # new cycle: token rotates
