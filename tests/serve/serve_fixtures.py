@@ -1,4 +1,5 @@
-"""Fixtures for the serve tests: a small inventory, a config, the Flask app.
+"""Fixtures for the serve tests: a small inventory, a config, the Flask app (names that
+tests/conftest.py also defines carry a serve_ prefix: a conftest fixture would win).
 
 Not a conftest.py: a second module named `conftest` would shadow tests/conftest.py for the
 helpers that import it. Test modules import the fixtures they use from here.
@@ -58,13 +59,13 @@ def write_inventory(directory: Path, text: str = INVENTORY) -> Path:
 
 
 @pytest.fixture
-def inventory_path(tmp_path: Path) -> Path:
+def serve_inventory_path(tmp_path: Path) -> Path:
     return write_inventory(tmp_path)
 
 
 @pytest.fixture
-def inventory(inventory_path: Path) -> Inventory:
-    return load_inventory(inventory_path)
+def serve_inventory(serve_inventory_path: Path) -> Inventory:
+    return load_inventory(serve_inventory_path)
 
 
 @pytest.fixture
@@ -78,8 +79,8 @@ def assets(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(tmp_path: Path, inventory_path: Path, assets: Path) -> Config:
-    base = Config(inventory=inventory_path, state_dir=tmp_path / "state")
+def config(tmp_path: Path, serve_inventory_path: Path, assets: Path) -> Config:
+    base = Config(inventory=serve_inventory_path, state_dir=tmp_path / "state")
     debian = base.assets["debian12"]
     return replace(base, assets={**base.assets, "debian12": replace(
         debian, kernel=assets / "linux", initrd=assets / "initrd.gz", cmdline="console=ttyS0")})
@@ -91,8 +92,8 @@ def store(config: Config) -> Store:
 
 
 @pytest.fixture
-def app(config: Config, inventory: Inventory, store: Store) -> Flask:
-    return create_app(config, inventory, store, base_url="http://10.213.0.1:8080")
+def app(config: Config, serve_inventory: Inventory, store: Store) -> Flask:
+    return create_app(config, serve_inventory, store, base_url="http://10.213.0.1:8080")
 
 
 @pytest.fixture
