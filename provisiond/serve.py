@@ -175,6 +175,7 @@ class Server:
         config, inventory, store = self.config, self.inventory, self.store
         store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
         operator_token(config.operator_token_file)
+        self._check_assets()
         addresses = [interface_address(iface, inventory.site.network) for iface in config.interfaces]
         if inventory.site.server not in addresses:
             log_event(log, "server-address-mismatch", logging.WARNING,
@@ -205,6 +206,17 @@ class Server:
                   addresses=",".join(map(str, addresses)), http_port=config.http_port,
                   tftp_port=config.tftp_port, nodes=len(inventory.nodes),
                   state_dir=str(config.state_dir))
+
+    def _check_assets(self) -> None:
+        """Warn (not fail: other nodes can still install) when an OS in use lacks its files."""
+        for os_name in sorted({node.os_name for node in self.inventory.nodes}):
+            assets = self.config.assets.get(os_name)
+            for path in (assets.kernel, assets.initrd) if assets else ():
+                if not path.is_file():
+                    hosts = [n.hostname for n in self.inventory.nodes if n.os_name == os_name]
+                    log_event(log, "asset-missing", logging.WARNING, os=os_name, path=str(path),
+                              nodes=",".join(hosts),
+                              msg=f"set [os.{os_name}] kernel/initrd in provisiond.toml")
 
     def _transfer(self, stats: TransferStats) -> None:
         self.store.record_transfer(stats.peer, stats.filename, stats.bytes, stats.duration,

@@ -9,12 +9,13 @@ served by gunicorn (see provisiond.serve), never by Flask's development server.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from provisiond.bootfiles import BootFiles
@@ -25,6 +26,7 @@ from provisiond.render import Renderer
 from provisiond.store import Store
 
 log = logging.getLogger("provisiond.http")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 
 
 @dataclass
@@ -40,8 +42,13 @@ class Context:
     base_url: str | None = None
 
     def url_base(self) -> str:
-        """The server's base URL as nodes reach it (configured, else from the request)."""
-        return (self.base_url or request.host_url).rstrip("/")
+        """The server's base URL as nodes reach it (configured, else from the request's Host,
+        which then must be a plain host[:port]: it is written into boot scripts)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if not _HOST.match(request.host):
+            abort(400, description="the Host header is not a host name or address with a port")
+        return request.host_url.rstrip("/")
 
 
 def operator_token(path: Path) -> str:

@@ -8,6 +8,8 @@ import re
 from flask.testing import FlaskClient
 
 from provisiond.config import Config
+from provisiond.http import create_app
+from provisiond.inventory import Inventory
 from provisiond.lifecycle import Source, State
 from provisiond.store import Store
 
@@ -229,3 +231,14 @@ def test_timeout_fails_the_node(store: Store, client: FlaskClient, operator: dic
     assert node["state"] == "failed" and node["reason"] == "timed out in pxe"
     store.transition("node1", State.POWERING_ON, Source.OPERATOR, provision=True)
     assert store.node("node1").reason is None
+
+
+def test_host_header_must_be_plain_when_no_base_url(
+    config: Config, serve_inventory: Inventory, store: Store
+) -> None:
+    client = create_app(config, serve_inventory, store).test_client()
+    store.set_netboot("node1", True, Source.OPERATOR)
+    good = client.get("/boot/52:54:00:13:00:11.ipxe", headers={"Host": "10.213.0.1:8080"})
+    assert "url=http://10.213.0.1:8080/preseed/node1" in good.get_data(as_text=True)
+    bad = client.get("/boot/52:54:00:13:00:11.ipxe", headers={"Host": "x y=z"})
+    assert bad.status_code == 400
