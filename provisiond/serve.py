@@ -9,8 +9,10 @@ killed and restarted server resumes exactly where it was: state, leases and even
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -110,6 +112,9 @@ class HttpProcess:
                 "provisiond.http.wsgi:app_from_env()"]
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start gunicorn and wait until *it* answers (another server on the port does not
+        count: the health check must echo this start's instance id)."""
+        instance = secrets.token_hex(8)
         env = dict(os.environ)
         env.update({
             wsgi_env.ENV_CONFIG: str(self.config.source or ""),
@@ -117,6 +122,7 @@ class HttpProcess:
             wsgi_env.ENV_STATE_DIR: str(Path(self.config.state_dir).resolve()),
             wsgi_env.ENV_BASE_URL: self.base_url or "",
             wsgi_env.ENV_VERBOSITY: str(self.verbosity),
+            wsgi_env.ENV_INSTANCE: instance,
         })
         self.process = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent)
@@ -131,10 +137,10 @@ class HttpProcess:
                                 "pass another --http-port)")
             try:
                 with urllib.request.urlopen(health, timeout=2) as reply:
-                    if reply.status == 200:
+                    if json.load(reply).get("instance") == instance:
                         log_event(log, "http-ready", pid=self.process.pid, url=health)
                         return
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError, ValueError):
                 pass
             time.sleep(0.2)
         self.stop()

@@ -40,6 +40,7 @@ class Context:
     renderer: Renderer
     operator_token: str
     base_url: str | None = None
+    instance: str = ""
 
     def url_base(self) -> str:
         """The server's base URL as nodes reach it (configured, else from the request's Host,
@@ -72,8 +73,10 @@ def create_app(
     inventory: Inventory | None = None,
     store: Store | None = None,
     base_url: str | None = None,
+    instance: str = "",
 ) -> Flask:
-    """Build the application. Inventory and store default to the config's paths."""
+    """Build the application. Inventory and store default to the config's paths; `instance`
+    is echoed by the health check so `serve` knows it reached its own child."""
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
     store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
@@ -83,7 +86,7 @@ def create_app(
         config=config, inventory=inventory, store=store,
         boot=BootFiles(inventory, store, config, base_url or ""),
         renderer=Renderer(inventory), operator_token=operator_token(config.operator_token_file),
-        base_url=base_url,
+        base_url=base_url, instance=instance,
     )
 
     from provisiond.http import api, boot, install

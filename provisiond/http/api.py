@@ -51,7 +51,7 @@ def openapi() -> Response:
 
 @bp.get("/api/v1/health")
 def health() -> Response:
-    return jsonify(status="ok", schema=ctx().store.schema_version)
+    return jsonify(status="ok", schema=ctx().store.schema_version, instance=ctx().instance)
 
 
 @bp.get("/api/v1/nodes")

@@ -93,7 +93,8 @@ def document() -> dict[str, Any]:
             "/api/v1/health": {"get": {"summary": "liveness", "responses": {"200": {
                 "description": "serving", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["status"],
-                    "properties": {"status": {"const": "ok"}, "schema": {"type": "integer"}}}}}}}}},
+                    "properties": {"status": {"const": "ok"}, "schema": {"type": "integer"},
+                                   "instance": {"type": "string"}}}}}}}}},
             "/api/v1/nodes": {"get": {"summary": "all nodes with state and last event",
                                       "responses": {"200": {"description": "nodes", "content": {
                                           "application/json": {"schema": {

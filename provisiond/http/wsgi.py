@@ -23,6 +23,7 @@ ENV_INVENTORY = "PROVISIOND_INVENTORY"
 ENV_STATE_DIR = "PROVISIOND_STATE_DIR"
 ENV_BASE_URL = "PROVISIOND_BASE_URL"
 ENV_VERBOSITY = "PROVISIOND_VERBOSITY"
+ENV_INSTANCE = "PROVISIOND_INSTANCE"  # echoed by /api/v1/health: "this is my child"
 
 # gunicorn settings (read by `-c python:provisiond.http.wsgi`; unknown names are ignored)
 worker_class = "gthread"
@@ -55,4 +56,5 @@ def app_from_env() -> Flask:
         inventory=Path(os.environ[ENV_INVENTORY]) if os.environ.get(ENV_INVENTORY) else None,
         state_dir=Path(os.environ[ENV_STATE_DIR]) if os.environ.get(ENV_STATE_DIR) else None,
     )
-    return create_app(config, base_url=os.environ.get(ENV_BASE_URL) or None)
+    return create_app(config, base_url=os.environ.get(ENV_BASE_URL) or None,
+                      instance=os.environ.get(ENV_INSTANCE, ""))

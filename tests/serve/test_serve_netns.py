@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,6 +227,26 @@ def served_cli(served: Served, state_dir: bool = True) -> list[str]:
     args = [*PROVISIOND, "--inventory", str(served.inventory)]
     return [*args, "--state-dir", str(served.state_dir)] if state_dir else [
         *args, "--state-dir", str(Path(served.workdir) / "elsewhere")]
+
+
+def test_bad_start_says_why_and_the_running_server_keeps_serving(served: Served) -> None:
+    """A second serve: on an interface without a site address, then on the busy port."""
+    second = [*served.globals()[:2], "--state-dir", str(served.workdir / "state2"),
+              *served.globals()[4:], "serve", "--tftp-root", str(served.tftp_root)]
+    wrong = run_in(served.ns.server, *second, "--interface", "lo")
+    assert wrong.returncode == 1
+    assert "interface lo has no address in the site network 10.213.0.0/24" in wrong.stderr
+    busy = run_in(served.ns.server, *second, "--interface", served.ns.server_if)
+    assert busy.returncode == 1 and "HTTP service (gunicorn) exited" in busy.stderr
+    assert "port in use?" in busy.stderr
+    code, _ = served.curl(NODES["node1"][1], "/api/v1/health")
+    assert code == 200
+
+
+def run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    from serve_lab import PROVISIOND, run
+
+    return run("ip", "netns", "exec", ns, *PROVISIOND, *args, check=False, timeout=60)
 
 
 def test_sigterm_stops_cleanly(served: Served) -> None:
