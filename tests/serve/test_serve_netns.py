@@ -24,6 +24,7 @@ NODES = {  # hostname: (mac, ip)
     "node2": ("52:54:00:14:00:12", "10.213.0.12"),
     "node3": ("52:54:00:14:00:13", "10.213.0.13"),
     "node4": ("52:54:00:14:00:14", "10.213.0.14"),
+    "rocky1": ("52:54:00:14:00:21", "10.213.0.21"),
 }
 INVENTORY = """\
 site:
@@ -36,7 +37,8 @@ site:
   os: debian12
 nodes:
 """ + "".join(
-    f"  - {{hostname: {host}, mac: '{mac}', role: compute, ip: {ip}, disk: {{device: vda, size: 40GiB}}}}\n"
+    f"  - {{hostname: {host}, mac: '{mac}', role: compute, ip: {ip}, disk: {{device: vda, size: 40GiB}}"
+    + (", os: rocky9" if host.startswith("rocky") else "") + "}\n"
     for host, (mac, ip) in NODES.items()
 )
 CONFIG = """\
@@ -140,6 +142,24 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
     result = served.cli("events", "node1")
     assert result.returncode == 0 and "state:installed" in result.stdout and "netboot:off" in result.stdout
     assert token not in served.log()  # tokens never reach the log
+
+
+def test_kickstart_journey_for_a_rocky_node(served: Served) -> None:
+    store = store_of(served)
+    mac, ip = NODES["rocky1"]
+    assert served.cli("netboot", "rocky1", "on").returncode == 0
+    code, script = served.curl(ip, f"/boot/{mac.upper().replace(':', '-')}.ipxe")
+    assert code == 200 and f"inst.ks=http://{SERVER}:8080/ks/rocky1" in script
+    assert "ip=10.213.0.21::10.213.0.1:255.255.255.0:rocky1.lab.example:bootnet:none" in script
+    assert served.curl(NODES["node2"][1], "/ks/rocky1")[0] == 403
+    code, kickstart = served.curl(ip, "/ks/rocky1")
+    assert code == 200 and "%pre" in kickstart
+    token = token_in(kickstart)
+    assert served.post_event(ip, "rocky1", "install-started", token) == 200
+    assert served.post_event(ip, "rocky1", "install-finished", token) == 200
+    assert "sanboot" in served.curl(ip, f"/boot/{mac}.ipxe")[1]
+    states = [e.kind for e in store.events(hostname="rocky1") if e.kind.startswith("state:")]
+    assert states == ["state:pxe", "state:installing", "state:installed"]
 
 
 def test_refused_callbacks_over_http_change_nothing(served: Served) -> None:
