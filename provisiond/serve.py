@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Protocol
 
 from pyroute2 import IPRoute
 
@@ -163,6 +164,10 @@ class HttpProcess:
         self.process = None
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 class Server:
     """The whole server; start() is bounded and non-blocking, stop() joins everything."""
 
@@ -175,7 +180,7 @@ class Server:
         self.inventory: Inventory = load_inventory(config.inventory)
         self.store = Store.in_state_dir(config.state_dir)
         self.http: HttpProcess | None = None
-        self._started: list[tuple[str, object]] = []
+        self._started: list[tuple[str, Stoppable]] = []
 
     def start(self) -> None:
         config, inventory, store = self.config, self.inventory, self.store
@@ -232,7 +237,7 @@ class Server:
         while self._started:
             name, service = self._started.pop()
             try:
-                service.stop()  # type: ignore[attr-defined]
+                service.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
         self.store.close()

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from provisiond.bootfiles import BootFiles
 from provisiond.config import Config
-from provisiond.inventory import Inventory, load_inventory
+from provisiond.inventory import Inventory, Node, load_inventory
 from provisiond.logs import log_event
 from provisiond.render import Renderer
 from provisiond.store import Store
@@ -66,6 +66,14 @@ def operator_token(path: Path) -> str:
 
 def ctx() -> Context:
     return current_app.extensions["provisiond"]
+
+
+def node_or_404(hostname: str) -> Node:
+    """The inventory node by host name (any case), or a 404 that names the problem."""
+    for node in ctx().inventory.nodes:
+        if node.hostname == hostname.lower():
+            return node
+    abort(404, description=f"{hostname} is not in the inventory")
 
 
 def create_app(

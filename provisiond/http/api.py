@@ -14,10 +14,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from provisiond.client import event_json, node_json, set_netboot
-from provisiond.http import ctx
+from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
-from provisiond.inventory import Node
 from provisiond.lifecycle import IllegalTransition, Source, State
 from provisiond.logs import log_event
 from provisiond.store import UnknownNode
@@ -28,13 +27,6 @@ log = logging.getLogger("provisiond.http")
 CALLBACKS = ("install-started", "install-finished")
 MAX_EVENTS = 1000
 MAX_EVENT_ID = 2**62
-
-
-def _node(hostname: str) -> Node:
-    for node in ctx().inventory.nodes:
-        if node.hostname == hostname.lower():
-            return node
-    abort(404, description=f"{hostname} is not in the inventory")
 
 
 def _json_body() -> dict[str, Any]:
@@ -67,7 +59,7 @@ def nodes() -> Response:
 
 @bp.get("/api/v1/nodes/<string:hostname>")
 def node(hostname: str) -> Response:
-    context, item = ctx(), _node(hostname)
+    context, item = ctx(), node_or_404(hostname)
     try:
         record = context.store.node(item.hostname)
     except UnknownNode:
@@ -86,7 +78,7 @@ def events() -> Response:
         abort(400, description=f"since is at most {MAX_EVENT_ID}, limit at most {MAX_EVENTS}")
     host = request.args.get("host")
     if host is not None:
-        host = _node(host).hostname
+        host = node_or_404(host).hostname
     items = ctx().store.events(since=since, hostname=host, limit=limit)
     return jsonify(events=[event_json(event) for event in items],
                    last_id=items[-1].id if items else since)
@@ -95,7 +87,7 @@ def events() -> Response:
 @bp.post("/api/v1/nodes/<string:hostname>/events")
 def callback(hostname: str) -> tuple[Response, int] | Response:
     """Installer callbacks; `install-finished` turns netboot off so the node boots local."""
-    item = _node(hostname)
+    item = node_or_404(hostname)
     require_node(item.hostname)
     body = _json_body()
     kind = body.get("event")
@@ -120,7 +112,7 @@ def callback(hostname: str) -> tuple[Response, int] | Response:
 @bp.put("/api/v1/nodes/<string:hostname>/netboot")
 def netboot(hostname: str) -> Response:
     """Operator: netboot on (a fresh token for the next install: older ones go stale) or off."""
-    item = _node(hostname)
+    item = node_or_404(hostname)
     require_operator()
     enabled = _json_body().get("enabled")
     if not isinstance(enabled, bool):

@@ -11,24 +11,16 @@ import hmac
 
 from flask import Blueprint, Response, abort, request
 
-from provisiond.http import ctx
+from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import bearer_token
-from provisiond.inventory import Node
 from provisiond.lifecycle import Source, State
 from provisiond.render import ServerInfo
 
 bp = Blueprint("install", __name__)
 
 
-def _known(hostname: str) -> Node:
-    for node in ctx().inventory.nodes:
-        if node.hostname == hostname.lower():
-            return node
-    abort(404, description=f"{hostname} is not in the inventory")
-
-
 def _serve(hostname: str, kind: str) -> Response:
-    node = _known(hostname)
+    node = node_or_404(hostname)
     context = ctx()
     peer = request.remote_addr or ""
     lease = context.store.lease_for(node.mac)
