@@ -12,11 +12,18 @@ from provisiond.http import ctx
 
 
 def bearer_token() -> str | None:
+    """The bearer token, or None. A token with non-ASCII characters cannot be valid (and
+    hmac.compare_digest refuses such strings), so it reads as an empty, wrong token."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
-    return value.strip()
+    value = value.strip()
+    return value if value.isascii() else ""
+
+
+def is_operator(token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(token or "", ctx().operator_token)
 
 
 def require_operator() -> None:
@@ -26,7 +33,7 @@ def require_operator() -> None:
         raise Unauthorized(description="this endpoint needs the operator token "
                            "(Authorization: Bearer <state-dir>/operator.token)",
                            www_authenticate=WWWAuthenticate("bearer"))
-    if not hmac.compare_digest(token, ctx().operator_token):
+    if not is_operator(token):
         abort(403, description="the operator token is wrong")
 
 
@@ -37,6 +44,6 @@ def require_node(hostname: str) -> None:
         raise Unauthorized(description=f"callbacks for {hostname} need its node token "
                            "(Authorization: Bearer <token from its kickstart/preseed>)",
                            www_authenticate=WWWAuthenticate("bearer"))
-    if not ctx().store.verify_token(hostname, token):
+    if not (token and ctx().store.verify_token(hostname, token)):
         abort(403, description=f"the token is not {hostname}'s current token "
                                "(another node's, or stale after a reinstall)")

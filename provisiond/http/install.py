@@ -7,12 +7,10 @@ by the node itself is the sign that its installer runs: the node moves to `insta
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, Response, abort, request
 
 from provisiond.http import ctx, node_or_404
-from provisiond.http.auth import bearer_token
+from provisiond.http.auth import bearer_token, is_operator
 from provisiond.lifecycle import Source, State
 from provisiond.render import ServerInfo
 
@@ -25,7 +23,7 @@ def _serve(hostname: str, kind: str) -> Response:
     peer = request.remote_addr or ""
     lease = context.store.lease_for(node.mac)
     own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
-    operator = hmac.compare_digest(bearer_token() or "", context.operator_token)
+    operator = is_operator(bearer_token())
     if not (own or operator):
         abort(403, description=f"the {kind} of {node.hostname} is served only to that node "
                                f"({node.ip}) or with the operator token; {peer} is neither")

@@ -242,3 +242,12 @@ def test_host_header_must_be_plain_when_no_base_url(
     assert "url=http://10.213.0.1:8080/preseed/node1" in good.get_data(as_text=True)
     bad = client.get("/boot/52:54:00:13:00:11.ipxe", headers={"Host": "x y=z"})
     assert bad.status_code == 400
+
+
+def test_non_ascii_tokens_are_refused_not_crashed(client: FlaskClient, store: Store) -> None:
+    weird = {"Authorization": "Bearer caf\u00e9"}
+    reply = client.post("/api/v1/nodes/node1/events", json={"event": "install-started"}, headers=weird)
+    assert reply.status_code == 403
+    assert client.put("/api/v1/nodes/node1/netboot", json={"enabled": True}, headers=weird).status_code == 403
+    assert client.get("/preseed/node1", headers=weird).status_code == 403
+    assert store.node("node1").state is State.NEW and store.node("node1").netboot is False
