@@ -373,6 +373,20 @@ class Store:
                 (mac, ip, hostname, expires, time.time()),
             )
 
+    def save_leases(self, leases: list[tuple[str, str, str | None, float]]) -> None:
+        """Save many (mac, ip, hostname, expires) in one transaction: the DHCP server's group
+        commit, so a burst of ACKs costs one commit instead of one each."""
+        now = time.time()
+        with self._tx() as conn:
+            for mac, ip, hostname, expires in leases:
+                conn.execute("DELETE FROM leases WHERE ip = ? AND mac != ?", (ip, mac))
+                conn.execute(
+                    "INSERT INTO leases (mac, ip, hostname, expires, updated) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, hostname = excluded.hostname, "
+                    "expires = excluded.expires, updated = excluded.updated",
+                    (mac, ip, hostname, expires, now),
+                )
+
     def release_lease(self, mac: str) -> bool:
         with self._tx() as conn:
             return conn.execute("DELETE FROM leases WHERE mac = ?", (mac,)).rowcount > 0

@@ -32,7 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "dhcp", help="run only the DHCP server (reservations, PXE boot files, proxyDHCP)",
     )
     parser.add_argument("--interface", required=True, metavar="IFACE",
-                        help="the interface on the site network (never a shared uplink)")
+                        help="the interface on the site network, or its address "
+                        "(never a shared uplink)")
     parser.add_argument("--proxy", action="store_true",
                         help="proxyDHCP: another server gives addresses; add only the PXE offer")
     parser.add_argument("--http-port", type=int, default=8080, metavar="PORT",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address
 
 from provisiond.dhcp.options import MessageType, Opt, user_classes
@@ -26,6 +27,8 @@ IP_UDP_HEADERS = 28
 # Many BOOTP-era clients drop replies shorter than the 300-byte BOOTP message.
 MIN_REPLY = 300
 ZERO = IPv4Address(0)
+END = bytes([Opt.END])
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
 
 
 class MalformedPacket(ValueError):
@@ -55,11 +58,11 @@ class DhcpPacket:
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr)
+        return self.chaddr.hex(":")
 
     @property
     def message_type(self) -> MessageType:
-        return MessageType(self.options[Opt.MESSAGE_TYPE][0])
+        return _MESSAGE_TYPES[self.options[Opt.MESSAGE_TYPE][0]]
 
     @property
     def broadcast(self) -> bool:
@@ -67,7 +70,7 @@ class DhcpPacket:
 
     def _ip_option(self, code: int) -> IPv4Address | None:
         value = self.options.get(code)
-        return None if value is None else IPv4Address(value)
+        return None if value is None else address(value)
 
     @property
     def requested_ip(self) -> IPv4Address | None:
@@ -169,6 +172,12 @@ def _check_options(options: dict[int, bytes]) -> None:
         raise MalformedPacket(f"option 97 (client UUID) has length {len(uuid)}, expected 0 or 17")
 
 
+@lru_cache(maxsize=4096)
+def address(packed: bytes) -> IPv4Address:
+    """IPv4Address from 4 bytes, cached: most fields are 0.0.0.0 or one of a few relays."""
+    return IPv4Address(packed)
+
+
 def parse(data: bytes) -> DhcpPacket:
     """Parse one DHCP message, or raise MalformedPacket saying what is wrong."""
     if len(data) < MIN_LENGTH:
@@ -203,8 +212,8 @@ def parse(data: bytes) -> DhcpPacket:
     _check_options(options)
     return DhcpPacket(
         op=op, xid=xid, chaddr=chaddr[:hlen], htype=htype, hops=hops, secs=secs, flags=flags,
-        ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr), siaddr=IPv4Address(siaddr),
-        giaddr=IPv4Address(giaddr),
+        ciaddr=address(ciaddr), yiaddr=address(yiaddr), siaddr=address(siaddr),
+        giaddr=address(giaddr),
         sname=b"" if overload and overload[0] & 2 else sname.rstrip(b"\0"),
         file=b"" if overload and overload[0] & 1 else bootfile.rstrip(b"\0"),
         options=options,
@@ -213,15 +222,21 @@ def parse(data: bytes) -> DhcpPacket:
 
 def encode_options(options: dict[int, bytes]) -> bytes:
     """Options in insertion order, values over 255 bytes split (RFC 3396), then END."""
-    out = bytearray()
+    parts = []
     for code, value in options.items():
-        if not value:
-            out += bytes((code, 0))
-        for start in range(0, len(value), 255):
+        size = len(value)
+        if size <= 255:
+            parts.append(_HEADS[code][size] + value)
+            continue
+        for start in range(0, size, 255):
             chunk = value[start : start + 255]
-            out += bytes((code, len(chunk))) + chunk
-    out.append(Opt.END)
-    return bytes(out)
+            parts.append(_HEADS[code][len(chunk)] + chunk)
+    parts.append(END)
+    return b"".join(parts)
+
+
+# Every (code, length) pair pre-encoded: building replies is the server's inner loop.
+_HEADS = [[bytes((code, size)) for size in range(256)] for code in range(256)]
 
 
 def build(packet: DhcpPacket, max_size: int = MIN_MAX_MESSAGE - IP_UDP_HEADERS) -> bytes:

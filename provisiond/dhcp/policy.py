@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 
 from provisiond.dhcp import options as o
@@ -38,6 +39,35 @@ class Site:
     lease_time: int = 3600
     http_port: int = 8080
     proxy: bool = False
+
+    # Encoded once: the same bytes go into every reply (the server answers thousands a second).
+    @cached_property
+    def server_id(self) -> bytes:
+        return o.ip(self.server)
+
+    @cached_property
+    def network_options(self) -> dict[int, bytes]:
+        opts = {Opt.SUBNET_MASK: o.ip(self.network.netmask)}
+        if self.gateway is not None:
+            opts[Opt.ROUTER] = o.ip(self.gateway)
+        if self.dns:
+            opts[Opt.DNS] = o.ips(self.dns)
+        return opts
+
+    @cached_property
+    def tail_options(self) -> dict[int, bytes]:
+        """Options after the hostname (keeps the usual 1, 3, 6, 12, 15, 28 order)."""
+        opts = {Opt.DOMAIN: o.text(self.domain)} if self.domain else {}
+        opts[Opt.BROADCAST] = o.ip(self.network.broadcast_address)
+        return opts
+
+    @cached_property
+    def lease_options(self) -> dict[int, bytes]:
+        return {
+            Opt.LEASE_TIME: o.u32(self.lease_time),
+            Opt.RENEWAL_TIME: o.u32(self.lease_time // 2),
+            Opt.REBINDING_TIME: o.u32(self.lease_time * 7 // 8),
+        }
 
 
 @dataclass(frozen=True)
@@ -114,7 +144,7 @@ def _reply(request: DhcpPacket, mtype: MessageType, site: Site, yiaddr: IPv4Addr
     return DhcpPacket(
         op=BOOTREPLY, xid=request.xid, chaddr=request.chaddr, htype=request.htype,
         hops=request.hops, flags=request.flags, giaddr=request.giaddr, yiaddr=yiaddr,
-        options={Opt.MESSAGE_TYPE: bytes([mtype]), Opt.SERVER_ID: o.ip(site.server)},
+        options={Opt.MESSAGE_TYPE: bytes([mtype]), Opt.SERVER_ID: site.server_id},
     )
 
 
@@ -122,24 +152,16 @@ def _add_network_options(
     reply: DhcpPacket, request: DhcpPacket, site: Site, who: Assignment
 ) -> None:
     opts = reply.options
-    opts[Opt.SUBNET_MASK] = o.ip(site.network.netmask)
-    if site.gateway is not None:
-        opts[Opt.ROUTER] = o.ip(site.gateway)
-    if site.dns:
-        opts[Opt.DNS] = o.ips(site.dns)
+    opts.update(site.network_options)
     if who.hostname:
         opts[Opt.HOSTNAME] = o.text(who.hostname)
-    if site.domain:
-        opts[Opt.DOMAIN] = o.text(site.domain)
-    opts[Opt.BROADCAST] = o.ip(site.network.broadcast_address)
+    opts.update(site.tail_options)
     if site.ntp and Opt.NTP in request.parameter_list:
         opts[Opt.NTP] = o.ips(site.ntp)
 
 
 def _add_lease_options(reply: DhcpPacket, site: Site) -> None:
-    reply.options[Opt.LEASE_TIME] = o.u32(site.lease_time)
-    reply.options[Opt.RENEWAL_TIME] = o.u32(site.lease_time // 2)
-    reply.options[Opt.REBINDING_TIME] = o.u32(site.lease_time * 7 // 8)
+    reply.options.update(site.lease_options)
 
 
 def _add_boot_options(reply: DhcpPacket, request: DhcpPacket, site: Site, file: str) -> None:

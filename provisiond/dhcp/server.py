@@ -12,18 +12,29 @@ import errno
 import logging
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
-from provisiond.dhcp.options import MessageType
+from provisiond.dhcp.options import MessageType, Opt
 from provisiond.dhcp.packet import HTYPE_ETHERNET, DhcpPacket, MalformedPacket, build, parse
-from provisiond.dhcp.policy import PXE_PORT, SERVER_PORT, Action, Assignment, Decision, Site, decide
+from provisiond.dhcp.policy import (
+    PXE_PORT,
+    SERVER_PORT,
+    Action,
+    Assignment,
+    Decision,
+    Site,
+    decide,
+    is_netboot_client,
+)
 from provisiond.errors import UserError
 from provisiond.lifecycle import Source, State
 from provisiond.store import Store, UnknownNode
@@ -31,12 +42,30 @@ from provisiond.store import Store, UnknownNode
 log = logging.getLogger(__name__)
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 # How often the loop looks at the stop flag; bounds stop() and the offer/seen bookkeeping.
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
-RECEIVE_BUFFER = 4 * 1024 * 1024
+# Not more: packets that wait longer than a client's retransmit timeout are wasted work.
+RECEIVE_BUFFER = 1024 * 1024
+# Datagrams served per group commit of their leases.
+BATCH = 64
+DISCOVER = bytes([MessageType.DISCOVER])
+
+LeaseRow = tuple[str, str, str | None, float]  # mac, ip, hostname, expires
+Outgoing = tuple[bytes, tuple[str, int], str]  # datagram, destination, client MAC
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str) -> IPv4Address:
+    return IPv4Address(text)
+
+
+@lru_cache(maxsize=65536)
+def _text(address: IPv4Address) -> str:
+    return str(address)
 
 
 class _Node(Protocol):
@@ -71,20 +100,32 @@ class Pool:
         return range(int(self.first), int(self.last) + 1)
 
 
-def interface_addresses(interface: str) -> list[IPv4Interface]:
-    """The IPv4 addresses of `interface` (pyroute2), or UserError if there is no such link."""
+def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
+    """The interface named `spec`, or holding address `spec`, with its IPv4 addresses (pyroute2).
+
+    Raises UserError when there is no such interface or address.
+    """
     with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=interface)
+        try:
+            wanted = IPv4Address(spec)
+        except ValueError:
+            index = ipr.link_lookup(ifname=spec)
+        else:
+            index = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
+                     if a.get("IFA_ADDRESS") == str(wanted)]
         if not index:
             names = sorted(link.get("IFLA_IFNAME") for link in ipr.get_links())
             raise UserError(
-                f"interface {interface!r} does not exist (interfaces here: {', '.join(names)}); "
-                "name the interface on the site network with --interface"
+                f"no interface {'has address' if '.' in spec else 'is named'} {spec!r} "
+                f"(interfaces here: {', '.join(names)}); give the interface on the site "
+                "network (or its address) with --interface"
             )
-        return [
+        name = ipr.get_links(index[0])[0].get("IFLA_IFNAME")
+        addresses = [
             IPv4Interface(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}")
             for addr in ipr.get_addr(index=index[0], family=socket.AF_INET)
         ]
+    return name, addresses
 
 
 def choose_server_address(
@@ -131,6 +172,7 @@ class DhcpServer:
         self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
         self._seen: dict[str, float] = {}
         self._sockets: list[socket.socket] = []
+        self._pktinfo: list[tuple[int, int, bytes]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,8 +183,18 @@ class DhcpServer:
         if self._thread is not None:
             raise RuntimeError("DhcpServer already started")
         site = self.inventory.site
+        try:
+            given = IPv4Address(self.interface)
+        except ValueError:
+            given = None
+        if given is not None and given not in site.network:
+            raise UserError(
+                f"address {given} is not on the site network {site.network}: give an address "
+                "(or interface) on that network with --interface"
+            )
+        self.interface, addresses = find_interface(self.interface)
         server = choose_server_address(
-            self.interface, interface_addresses(self.interface), site.network, site.server
+            self.interface, addresses, site.network, given or site.server
         )
         self._check_pool(site.network, server)
         ntp = []
@@ -156,6 +208,9 @@ class DhcpServer:
             ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
             http_port=self.http_port, proxy=self.proxy,
         )
+        self._pktinfo = [
+            (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
+        ]
         ports = (SERVER_PORT, PXE_PORT) if self.proxy else (SERVER_PORT,)
         try:
             self._sockets = [self._bind(port) for port in ports]
@@ -256,72 +311,110 @@ class DhcpServer:
             self.store.close()
 
     def _drain(self, sock: socket.socket) -> None:
-        """Serve every datagram waiting on `sock` (bounded, so stop() stays prompt)."""
-        port = sock.getsockname()[1]
-        for _ in range(256):
-            try:
-                data, source = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.stats["errors"] += 1
-                log.warning("DHCP receive on %s failed: %s", self.interface, exc)
-                return
-            try:
-                self.handle(sock, data, (IPv4Address(source[0]), source[1]), port)
-            except Exception:
-                self.stats["errors"] += 1
-                log.exception("DHCP: failed to answer a packet from %s; still serving", source[0])
+        """Serve the datagrams waiting on `sock`, a bounded batch at a time.
 
-    def handle(
-        self, sock: socket.socket, data: bytes, source: tuple[IPv4Address, int], port: int,
-    ) -> None:
+        Group commit: the leases of a batch are saved in one transaction, and the replies
+        are sent only after that, so an ACK never goes out for a lease that is not stored.
+        """
+        port = sock.getsockname()[1]
+        while not self._stop.is_set():
+            batch: list[tuple[DhcpPacket, tuple[IPv4Address, int]]] = []
+            received = 0
+            while received < BATCH:
+                try:
+                    data, source = sock.recvfrom(4096)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("DHCP receive on %s failed: %s", self.interface, exc)
+                    break
+                received += 1
+                request = self._parse(data, source[0])
+                if request is not None:
+                    batch.append((request, (_address(source[0]), source[1])))
+            if received == 0:
+                return
+            # Under a backlog, finish the exchanges in progress (REQUEST) before starting new
+            # ones (DISCOVER): a late ACK makes the client start over, wasting both.
+            batch.sort(key=lambda item: item[0].options[Opt.MESSAGE_TYPE] == DISCOVER)
+            outbox: list[Outgoing] = []
+            leases: list[LeaseRow] = []
+            for request, source in batch:
+                try:
+                    self._handle(request, source, port, outbox, leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: failed to answer %s from %s; still serving",
+                                  request.mac, source[0])
+            if leases:
+                try:
+                    self.store.save_leases(leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: could not store %d leases; their ACKs are not sent",
+                                  len(leases))
+                    unsaved = {mac for mac, *_ in leases}
+                    outbox = [item for item in outbox if item[2] not in unsaved]
+            for data, destination, _mac in outbox:
+                try:
+                    # IP_PKTINFO sets the source address to our server id, which matters when
+                    # the interface has several addresses (relays check where replies are from).
+                    sock.sendmsg([data], self._pktinfo, 0, destination)
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("sending to %s:%d failed: %s", *destination, exc)
+
+    def _parse(self, data: bytes, source: str) -> DhcpPacket | None:
         self.stats["received"] += 1
         try:
             request = parse(data)
         except MalformedPacket as exc:
             self.stats["malformed"] += 1
-            log.debug("dropped malformed packet from %s: %s", source[0], exc)
-            return
+            log.debug("dropped malformed packet from %s: %s", source, exc)
+            return None
         if request.htype != HTYPE_ETHERNET:
             self.stats["ignored"] += 1
-            log.debug("ignored hardware type %d from %s", request.htype, source[0])
-            return
+            log.debug("ignored hardware type %d from %s", request.htype, source)
+            return None
+        return request
+
+    def _handle(
+        self, request: DhcpPacket, source: tuple[IPv4Address, int], port: int,
+        outbox: list[Outgoing], leases: list[LeaseRow],
+    ) -> None:
         assert self.site is not None
         who = self._assignment(request)
         decision = decide(request, who, self.site, port=port, source=source)
-        log.debug(
-            "%s %s from %s (%s): %s", request.message_type.name, request.mac, source[0],
-            decision.reason, decision.action,
-        )
-        self.stats[str(decision.action)] += 1
-        self._record(request, who, decision)
-        if decision.reply is not None and decision.destination is not None:
-            self._send(sock, request, decision.reply, decision.destination)
-
-    def _send(
-        self, sock: socket.socket, request: DhcpPacket, reply: DhcpPacket,
-        destination: tuple[IPv4Address, int],
-    ) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
+                      source[0], decision.reason, decision.action)
+        self.stats[decision.action.value] += 1
+        self._record(request, who, decision, leases)
+        if decision.reply is None or decision.destination is None:
+            return
         try:
-            data = build(reply, request.max_message_size)
+            reply = build(decision.reply, request.max_message_size)
         except ValueError as exc:
             self.stats["errors"] += 1
             log.warning("reply to %s not sent: %s", request.mac, exc)
             return
-        try:
-            sock.sendto(data, (str(destination[0]), destination[1]))
-        except OSError as exc:
-            self.stats["errors"] += 1
-            log.warning("sending to %s:%d failed: %s", destination[0], destination[1], exc)
+        address, dport = decision.destination
+        outbox.append((reply, (_text(address), dport), request.mac))
 
     # -- who is the client, and what to remember ------------------------------------------
 
     def _assignment(self, request: DhcpPacket) -> Assignment | None:
         node = self._nodes.get(request.mac)
         if node is not None:
-            record = self.store.node_by_mac(request.mac)
-            return Assignment(node.ip, node.hostname, netboot=bool(record and record.netboot))
+            # The netboot flag lives in the store (the HTTP service turns it off when an install
+            # ends), so it is read per request, and only for boot clients: it changes nothing
+            # for an OS's DHCP client.
+            netboot = False
+            if is_netboot_client(request):
+                record = self.store.node_by_mac(request.mac)
+                netboot = bool(record and record.netboot)
+            return Assignment(node.ip, node.hostname, netboot=netboot)
         if self.pool is None or self.proxy:
             self._record_seen(request)
             return None
@@ -376,12 +469,15 @@ class DhcpServer:
             detail["relay"] = str(request.giaddr)
         self.store.record_seen(request.mac, detail)
 
-    def _record(self, request: DhcpPacket, who: Assignment | None, decision: Decision) -> None:
+    def _record(
+        self, request: DhcpPacket, who: Assignment | None, decision: Decision,
+        leases: list[LeaseRow],
+    ) -> None:
         mac = request.mac
         hostname = who.hostname if who else None
         if decision.lease is not None:
             expires = time.time() + self.lease_time
-            self.store.save_lease(mac, str(decision.lease), hostname, expires)
+            leases.append((mac, _text(decision.lease), hostname, expires))
             if self.pool is not None and decision.lease in self.pool:
                 self._pool_owner[decision.lease] = (mac, expires)
         if decision.action in (Action.RELEASE, Action.DECLINE):

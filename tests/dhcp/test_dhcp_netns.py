@@ -49,10 +49,12 @@ class Running:
     inventory_path: Path
 
 
-def start_server(lab: Lab, inventory_path: Path, store: Store, **kw: object) -> DhcpServer:
+def start_server(
+    lab: Lab, inventory_path: Path, store: Store, interface: str | None = None, **kw: object,
+) -> DhcpServer:
     inventory = load_inventory(inventory_path)
     store.sync_nodes({n.hostname: n.mac for n in inventory.nodes})
-    server = DhcpServer(inventory, store, lab.server_if, **kw)  # type: ignore[arg-type]
+    server = DhcpServer(inventory, store, interface or lab.server_if, **kw)  # type: ignore[arg-type]
     with in_netns(lab.server_ns):
         server.start()
     return server
@@ -275,3 +277,17 @@ def test_refuses_interface_off_the_site_network(running: Running, tmp_path: Path
         server.start()
     message = str(error.value)
     assert "is not on the site network 10.214.0.0/24" in message and "10.213.0.1/24" in message
+
+
+def test_interface_can_be_named_by_its_address(running: Running, tmp_path: Path) -> None:
+    running.server.stop()
+    server = start_server(running.lab, running.inventory_path, running.store,
+                          interface="10.213.0.1")
+    try:
+        assert server.interface == running.lab.server_if
+        running.lab.set_client_mac(NODE1)
+        env = udhcpc(running.lab, tmp_path)
+        assert env is not None and env["ip"] == "10.213.0.11"
+    finally:
+        server.stop()
+        running.server = start_server(running.lab, running.inventory_path, running.store)
