@@ -15,11 +15,13 @@ DEFAULT_BLKSIZE = 512
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 255
 MAX_WINDOWSIZE = 65535
 DEFAULT_TIMEOUT = 1.0
-# Payload bytes one window may put in flight. A window is sent back to back, so it must fit the
-# client's socket receive buffer (Linux default 208 KiB, charged at roughly twice the payload
-# for small datagrams): more is dropped and the transfer falls back to timeouts. That is how
-# large windows at 65464-byte blocks collapse in atftpd; capping the window here avoids it.
-DEFAULT_WINDOW_BYTES = 96 * 1024
+# A window is sent back to back, so it must fit the client's socket receive buffer: more is
+# dropped, the client times out and the resent window overflows again. That is how large
+# windows at 65464-byte blocks collapse in atftpd (0.6 to 12 MiB/s). The buffer is charged
+# per datagram at the kernel's allocation size ("truesize"), not the payload: a 1468-byte
+# block costs ~2.3 KiB, an 8192-byte one ~16.6 KiB. Assume a Linux client with the default
+# net.core.rmem_default and use three quarters of it.
+DEFAULT_CLIENT_RCVBUF = 212992
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,17 @@ class Negotiated:
     reply: dict[str, str] = field(default_factory=dict)
 
 
-def window_cap(blksize: int, window_bytes: int = DEFAULT_WINDOW_BYTES) -> int:
-    """Largest window for this block size that a default client socket buffer absorbs."""
-    return max(1, min(MAX_WINDOWSIZE, window_bytes // blksize))
+def datagram_truesize(blksize: int) -> int:
+    """Estimated receive-buffer charge of one DATA datagram (sk_buff plus rounded data)."""
+    need = blksize + 512  # headers, headroom and skb_shared_info
+    if need <= 32768:
+        return (1 << (need - 1).bit_length()) + 256  # kmalloc rounds to a power of two
+    return -(-need // 4096) * 4096 + 256  # large datagrams: whole pages
+
+
+def window_cap(blksize: int, client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF) -> int:
+    """Largest window for this block size that the client's receive buffer absorbs."""
+    return max(1, min(MAX_WINDOWSIZE, client_rcvbuf * 3 // 4 // datagram_truesize(blksize)))
 
 
 def _int(value: str) -> int | None:
@@ -46,7 +56,7 @@ def negotiate(
     requested: dict[str, str],
     size: int,
     max_blksize: int = MAX_BLKSIZE,
-    window_bytes: int = DEFAULT_WINDOW_BYTES,
+    client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
 ) -> Negotiated:
     """Accept what we understand from an RRQ's options; `size` is the bytes we will send."""
     blksize, timeout, windowsize = DEFAULT_BLKSIZE, DEFAULT_TIMEOUT, 1
@@ -62,6 +72,6 @@ def negotiate(
     if "tsize" in requested and _int(requested["tsize"]) is not None:
         reply["tsize"] = str(size)
     if (value := _int(requested.get("windowsize", ""))) is not None and value >= 1:
-        windowsize = min(value, window_cap(blksize, window_bytes))
+        windowsize = min(value, window_cap(blksize, client_rcvbuf))
         reply["windowsize"] = str(windowsize)
     return Negotiated(blksize, timeout, windowsize, reply)
