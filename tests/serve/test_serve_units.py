@@ -139,3 +139,45 @@ def test_cli_without_a_store_says_what_to_do(tmp_path: Path, capsys: pytest.Capt
 def test_serve_without_interface_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--state-dir", str(tmp_path), "serve"]) == 1
     assert "no interface to serve on" in capsys.readouterr().err
+
+
+def _site(tmp_path: Path) -> list[str]:
+    """A state dir with two nodes of the serve fixtures' inventory: one ready, one failed."""
+    from serve_fixtures import write_inventory
+
+    from provisiond.lifecycle import Source
+    from provisiond.store import Store
+
+    inventory = write_inventory(tmp_path)
+    store = Store.in_state_dir(tmp_path / "state")
+    store.sync_nodes({"node1": "52:54:00:13:00:11", "node2": "52:54:00:13:00:12",
+                      "node3": "52:54:00:13:00:13"})
+    for state in (State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED, State.READY):
+        store.transition("node1", state, Source.OPERATOR, provision=state is State.POWERING_ON)
+    store.transition("node2", State.FAILED, Source.AGENT, reason="gluster brick missing")
+    return ["--inventory", str(inventory), "--state-dir", str(tmp_path / "state")]
+
+
+def test_status_and_watch_from_the_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _site(tmp_path)
+    assert main([*args, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "node1" in out and "ready" in out and "gluster brick missing" in out
+    assert main([*args, "watch", "node1", "--interval", "0.1"]) == 0
+    assert main([*args, "watch", "node1", "node2", "--interval", "0.1"]) == 1
+    assert "node2 failed: gluster brick missing" in capsys.readouterr().err
+    # --role compute is node2 and node3; node3 never moves, so the timeout ends the watch.
+    assert main([*args, "watch", "--role", "compute", "--interval", "0.1", "--timeout", "0.3"]) == 2
+    assert "not finished: node3" in capsys.readouterr().err
+    assert main([*args, "watch", "nosuch"]) == 1
+    assert "not nodes of this server: nosuch" in capsys.readouterr().err
+
+
+def test_events_and_netboot_from_the_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _site(tmp_path)
+    assert main([*args, "netboot", "node3", "on"]) == 0
+    assert "node3: netboot on (state new)" in capsys.readouterr().out
+    assert main([*args, "events", "node3"]) == 0
+    assert "netboot:on" in capsys.readouterr().out
+    assert main([*args, "events", "node9"]) == 1
+    assert "node9 is not a node of this server" in capsys.readouterr().err
