@@ -251,3 +251,14 @@ def test_non_ascii_tokens_are_refused_not_crashed(client: FlaskClient, store: St
     assert client.put("/api/v1/nodes/node1/netboot", json={"enabled": True}, headers=weird).status_code == 403
     assert client.get("/preseed/node1", headers=weird).status_code == 403
     assert store.node("node1").state is State.NEW and store.node("node1").netboot is False
+
+
+def test_if_range_and_head(client: FlaskClient, config: Config) -> None:
+    data = config.assets["debian12"].kernel.read_bytes()
+    etag = client.get("/boot/debian12/linux").headers["ETag"]
+    same = client.get("/boot/debian12/linux", headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert same.status_code == 206 and same.data == data[:10]
+    changed = client.get("/boot/debian12/linux", headers={"Range": "bytes=0-9", "If-Range": '"old"'})
+    assert changed.status_code == 200 and changed.data == data
+    head = client.head("/boot/debian12/linux")
+    assert head.status_code == 200 and head.data == b"" and head.content_length == len(data)
