@@ -36,7 +36,7 @@ CLIENT_IP = "10.214.255.250"  # perfdhcp's address: it acts as a relay (giaddr)
 MAC_BASE = 0x020000000000  # perfdhcp -b mac=02:00:00:00:00:00 adds 0..N-1 to the low bytes
 TAG = f"{os.getpid() % 100000}"
 SERVER_NS, CLIENT_NS = f"pdb-s{TAG}", f"pdb-c{TAG}"
-SERVER_IF, CLIENT_IF = os.environ.get("BENCH_IF", f"dbs{TAG}"), f"dbc{TAG}"
+SERVER_IF, CLIENT_IF = f"dbs{TAG}", f"dbc{TAG}"
 
 
 def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:

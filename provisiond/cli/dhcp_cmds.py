@@ -27,6 +27,13 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "provisiond"
 
 
+def _pool(text: str) -> Pool:
+    try:
+        return Pool.parse(text)
+    except UserError as exc:  # argparse reports ArgumentTypeError as a usage error, exit 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "dhcp", help="run only the DHCP server (reservations, PXE boot files, proxyDHCP)",
@@ -38,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="proxyDHCP: another server gives addresses; add only the PXE offer")
     parser.add_argument("--http-port", type=int, default=8080, metavar="PORT",
                         help="port of provisiond's HTTP service in boot URLs (default 8080)")
-    parser.add_argument("--pool", type=Pool.parse, default=None, metavar="FIRST-LAST",
+    parser.add_argument("--pool", type=_pool, default=None, metavar="FIRST-LAST",
                         help="dynamic range for MACs not in the inventory (default: no answer)")
     parser.add_argument("--lease-time", type=int, default=3600, metavar="SECONDS",
                         help="lease time in seconds (default 3600)")

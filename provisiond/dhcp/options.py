@@ -60,7 +60,6 @@ class Opt(IntEnum):
 
 # RFC 4578 section 2.1 / IANA "Processor Architecture Types" values provisiond acts on.
 ARCH_BIOS = 0
-ARCH_EFI_IA32 = 6
 ARCH_EFI_BC = 7
 ARCH_EFI_X86_64 = 9
 ARCH_EFI_X86_64_HTTP = 16

@@ -7,7 +7,7 @@ sockets, clocks or the store, so each RFC 2131 rule is a plain unit test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
@@ -99,7 +99,6 @@ class Decision:
     destination: tuple[IPv4Address, int] | None = None
     lease: IPv4Address | None = None  # save this lease (ACK of an address)
     boot_file: str | None = None
-    details: dict[str, str] = field(default_factory=dict)
 
 
 def ignore(reason: str) -> Decision:

@@ -486,6 +486,9 @@ class DhcpServer:
                 if owner == mac:
                     del self._pool_owner[ip]
             if decision.action is Action.DECLINE:
+                if who is not None and self.pool is not None and who.ip in self.pool:
+                    # Someone else uses it: keep it out of the pool for a lease time.
+                    self._pool_owner[who.ip] = ("declined", time.time() + self.lease_time)
                 log.warning("%s (%s) declined %s: %s", mac, hostname or "pool", who and who.ip,
                             decision.reason)
                 self.store.add_event(hostname, "dhcp:decline", Source.DHCP,

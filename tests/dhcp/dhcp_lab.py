@@ -141,13 +141,30 @@ def dhclient(lab: Lab, workdir: Path, config: str = "", timeout: float = 20) -> 
     return _read_env(out) if out.exists() else None
 
 
-def udhcpc(lab: Lab, workdir: Path, *options: str, tries: int = 3) -> dict[str, str] | None:
-    """Run busybox udhcpc once in the client namespace; the env of its `bound` event, or None."""
+def udhcpc(
+    lab: Lab, workdir: Path, *options: str, tries: int = 3, release: bool = False,
+) -> dict[str, str] | None:
+    """Run busybox udhcpc once in the client namespace; the env of its `bound` event, or None.
+
+    With `release`, the script also puts the address on the client's interface (inside its
+    namespace) and udhcpc is stopped with SIGTERM after binding, so that it sends a unicast
+    DHCPRELEASE from that address (-R) as it exits.
+    """
     busybox = require_program("busybox")
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "bound.env"
-    script = _script(workdir / "script", f'[ "$1" = bound ] && env > "{out}"\n')
-    run("ip", "netns", "exec", lab.client_ns, busybox, "udhcpc", "-i", lab.client_if, "-f", "-q",
-        "-n", "-t", str(tries), "-T", "1", "-A", "1", "-s", str(script), *options,
-        check=False, timeout=tries * 3 + 10)
+    setup = '&& ip addr add "$ip/$subnet" dev "$interface"' if release else ""
+    script = _script(workdir / "script", f'[ "$1" = bound ] && env > "{out}" {setup}\n')
+    command = ["ip", "netns", "exec", lab.client_ns, busybox, "udhcpc", "-i", lab.client_if,
+               "-f", "-n", "-t", str(tries), "-T", "1", "-A", "1", "-s", str(script), *options]
+    if not release:
+        run(*command, "-q", check=False, timeout=tries * 3 + 10)
+        return _read_env(out) if out.exists() else None
+    proc = subprocess.Popen([*command, "-R"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + tries * 3 + 10
+        while time.monotonic() < deadline and not out.exists() and proc.poll() is None:
+            time.sleep(0.1)
+    finally:
+        _stop(proc)
     return _read_env(out) if out.exists() else None

@@ -15,8 +15,6 @@ from dhcp_lab import udhcpc, veth_lab
 
 from provisiond.store import Store
 
-pytestmark = pytest.mark.root
-
 INVENTORY = """\
 site:
   name: lab
@@ -30,6 +28,7 @@ nodes:
 """
 
 
+@pytest.mark.root
 def test_dhcp_command_serves_until_sigterm(tmp_path: Path) -> None:
     (tmp_path / "inventory.yaml").write_text(INVENTORY)
     state = tmp_path / "state"
@@ -56,6 +55,7 @@ def test_dhcp_command_serves_until_sigterm(tmp_path: Path) -> None:
     assert lease is not None and lease.ip == "10.213.2.11" and lease.expires > time.time()
 
 
+@pytest.mark.root
 def test_dhcp_command_refuses_a_wrong_interface(tmp_path: Path) -> None:
     (tmp_path / "inventory.yaml").write_text(INVENTORY)
     with veth_lab("w", ("192.168.77.1/24",)) as lab:
@@ -68,3 +68,22 @@ def test_dhcp_command_refuses_a_wrong_interface(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "is not on the site network 10.213.2.0/24 (it has 192.168.77.1/24)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--pool", "10.0.0.9"], "dynamic pool '10.0.0.9' is not a range: write FIRST-LAST"),
+        (["--pool", "10.0.0.9-10.0.0.1"], "the last address is before the first"),
+        (["--lease-time", "5"], "--lease-time 5 is too short"),
+    ],
+)
+def test_dhcp_command_rejects_bad_options(tmp_path: Path, arguments: list[str], message: str) -> None:
+    (tmp_path / "inventory.yaml").write_text(INVENTORY)
+    result = subprocess.run(
+        [sys.executable, "-m", "provisiond", "--inventory", str(tmp_path / "inventory.yaml"),
+         "--state-dir", str(tmp_path / "s"), "dhcp", "--interface", "lo", *arguments],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode in (1, 2)
+    assert message in result.stderr and "Traceback" not in result.stderr
