@@ -15,6 +15,8 @@ paths in the file are relative to the file's directory, so a site directory can 
     tftp_port = 69
     deadline_check_seconds = 10           # how often overdue nodes are failed
     dhcp_proxy = false                    # proxyDHCP beside an existing DHCP server
+    templates = []                        # kickstart/preseed template dirs that override
+                                          # the built-in ones (first match wins)
 
     [timeouts]                            # seconds a node may stay in a state
     "powering-on" = 600
@@ -115,6 +117,7 @@ class Config:
     tftp_port: int = 69
     deadline_check_seconds: float = 10.0
     dhcp_proxy: bool = False
+    templates: tuple[Path, ...] = ()
     timeouts: dict[State, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     loaders: dict[str, Path] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
     assets: dict[str, OsAssets] = field(default_factory=lambda: dict(DEFAULT_ASSETS))
@@ -133,6 +136,7 @@ _TOP = {"inventory", "state_dir", "serve", "timeouts", "loaders", "os"}
 _SERVE = {
     "interfaces": list, "http_port": int, "http_threads": int, "tftp_root": str,
     "tftp_port": int, "deadline_check_seconds": (int, float), "dhcp_proxy": bool,
+    "templates": list,
 }
 _OS_KEYS = {"kernel", "initrd", "cmdline", "tftp_kernel", "tftp_initrd"}
 
@@ -188,6 +192,12 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
             if not all(isinstance(item, str) and item for item in value):
                 problems.append("serve.interfaces: expected a list of interface names")
             values[key] = tuple(value)
+        elif key == "templates":
+            dirs = [resolve(item, "serve.templates") for item in value]
+            values[key] = tuple(d for d in dirs if d is not None)
+            for directory in values[key]:
+                if not directory.is_dir():
+                    problems.append(f"serve.templates: {directory} is not a directory")
         elif key == "tftp_root":
             values[key] = resolve(value, "serve.tftp_root")
         elif key in ("http_port", "tftp_port") and not 1 <= value <= 65535:

@@ -93,7 +93,7 @@ def create_app(
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,
         boot=BootFiles(inventory, store, config, base_url or ""),
-        renderer=Renderer(inventory), operator_token=operator_token(config.operator_token_file),
+        renderer=Renderer(inventory, list(config.templates)), operator_token=operator_token(config.operator_token_file),
         base_url=base_url, instance=instance,
     )
 

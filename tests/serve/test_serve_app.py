@@ -4,6 +4,8 @@ tokens, operator actions, ranges and error answers."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from pathlib import Path
 
 from flask.testing import FlaskClient
 
@@ -262,3 +264,14 @@ def test_if_range_and_head(client: FlaskClient, config: Config) -> None:
     assert changed.status_code == 200 and changed.data == data
     head = client.head("/boot/debian12/linux")
     assert head.status_code == 200 and head.data == b"" and head.content_length == len(data)
+
+
+def test_operator_templates_override_the_builtin_ones(
+    config: Config, serve_inventory: Inventory, store: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "debian12.cfg.j2").write_text("# site preseed for {{ node.hostname }}\n")
+    client = create_app(replace(config, templates=(tmp_path / "mine",)), serve_inventory, store,
+                        base_url="http://10.213.0.1:8080").test_client()
+    reply = client.get("/preseed/node1", environ_base=NODE1)
+    assert reply.get_data(as_text=True) == "# site preseed for node1\n"

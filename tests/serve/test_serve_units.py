@@ -41,7 +41,7 @@ def test_config_file_values_and_relative_paths(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text(
         'inventory = "inv.yaml"\nstate_dir = "/srv/state"\n'
-        '[serve]\ninterfaces = ["br-prov"]\nhttp_port = 8081\ntftp_root = "tftp"\n'
+        '[serve]\ninterfaces = ["br-prov"]\nhttp_port = 8081\ntftp_root = "tftp"\ntemplates = ["."]\n'
         '[timeouts]\ninstalling = 60\n'
         '[loaders]\n"snp.efi" = "/opt/snp.efi"\n'
         '[os.debian12]\ncmdline = "console=ttyS0"\n'
@@ -52,6 +52,7 @@ def test_config_file_values_and_relative_paths(tmp_path: Path) -> None:
     assert config.state_dir == Path("/srv/state")
     assert config.interfaces == ("br-prov",) and config.http_port == 8081
     assert config.tftp_root == path.parent / "tftp"
+    assert config.templates == (path.parent / ".",)
     assert config.timeouts[State.INSTALLING] == 60 and config.timeouts[State.PXE] == 1200
     assert config.loaders["snp.efi"] == Path("/opt/snp.efi") and "ipxe.efi" in config.loaders
     assert config.assets["debian12"].cmdline == "console=ttyS0"
@@ -64,7 +65,7 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
     path = tmp_path / "provisiond.toml"
     path.write_text(
         'colour = "blue"\n[serve]\nhttp_port = 70000\nhttp_threads = "many"\nintrefaces = []\n'
-        '[timeouts]\nready = 10\npxe = -1\n[os.plan9]\ncmdline = "x"\n'
+        'templates = ["nowhere"]\n[timeouts]\nready = 10\npxe = -1\n[os.plan9]\ncmdline = "x"\n'
     )
     with pytest.raises(UserError) as error:
         load_config(path)
@@ -72,7 +73,7 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
     for fragment in ("colour: unknown key", "serve.http_port: 70000 is not a port",
                      "serve.http_threads: wrong type", "serve.intrefaces: unknown key",
                      "timeouts.ready: not a state with a deadline", "timeouts.pxe: expected a positive",
-                     "os.plan9.kernel: required", str(path)):
+                     "os.plan9.kernel: required", "nowhere is not a directory", str(path)):
         assert fragment in message
 
 
