@@ -14,26 +14,23 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
-from pyroute2 import IPRoute
-
 from provisiond.bootfiles import BootFiles
 from provisiond.config import Config
-from provisiond.dhcp.server import DhcpServer
+from provisiond.dhcp.server import DhcpServer, choose_server_address, find_interface
 from provisiond.errors import UserError
 from provisiond.http import operator_token
 from provisiond.http import wsgi as wsgi_env
-from provisiond.inventory import Inventory, load_inventory
+from provisiond.inventory import Inventory, Site, load_inventory
 from provisiond.logs import log_event
 from provisiond.store import Store
 from provisiond.tftp.server import TftpServer, TransferStats
@@ -42,22 +39,15 @@ log = logging.getLogger("provisiond.serve")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def interface_address(interface: str, network: IPv4Network) -> IPv4Address:
-    """The interface's IPv4 address inside the site network (where nodes reach us)."""
-    with IPRoute() as ipr:
-        index = ipr.link_lookup(ifname=interface)
-        if not index:
-            raise UserError(f"interface {interface} does not exist: pass the interface on the "
-                            "site network with --interface (see `ip link`)")
-        found = [IPv4Address(addr.get_attr("IFA_ADDRESS"))
-                 for addr in ipr.get_addr(index=index[0], family=socket.AF_INET)]
-    for address in found:
-        if address in network:
-            return address
-    have = ", ".join(map(str, found)) or "none"
-    raise UserError(f"interface {interface} has no address in the site network {network} "
-                    f"(it has: {have}); add one (`ip addr add ... dev {interface}`) or fix "
-                    "site.network in the inventory")
+def interface_address(spec: str, site: Site) -> tuple[str, IPv4Address]:
+    """(interface name, our address on the site network) for `--interface NAME|ADDRESS`,
+    chosen exactly as the DHCP server chooses it, so DHCP's URLs and our bindings agree."""
+    name, addresses = find_interface(spec)
+    try:
+        given: IPv4Address | None = IPv4Address(spec)
+    except ValueError:
+        given = None
+    return name, choose_server_address(name, addresses, site.network, given or site.server)
 
 
 def _die_with_parent() -> None:
@@ -187,7 +177,9 @@ class Server:
         store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
         operator_token(config.operator_token_file)
         self._check_assets()
-        addresses = [interface_address(iface, inventory.site.network) for iface in config.interfaces]
+        found = [interface_address(spec, inventory.site) for spec in config.interfaces]
+        interfaces = [name for name, _ in found]
+        addresses = [address for _, address in found]
         if inventory.site.server not in addresses:
             log_event(log, "server-address-mismatch", logging.WARNING,
                       inventory_server=str(inventory.site.server),
@@ -197,7 +189,7 @@ class Server:
             self.http = HttpProcess(config, addresses, single_url, self.verbosity)
             self.http.start()
             self._started.append(("http", self.http))
-            for interface, address in zip(config.interfaces, addresses, strict=True):
+            for interface, address in found:
                 boot = BootFiles(inventory, store, config, f"http://{address}:{config.http_port}")
                 tftp = TftpServer(config.tftp_root, str(address), config.tftp_port,
                                   responder=boot.tftp_responder, on_transfer=self._transfer)
@@ -213,7 +205,7 @@ class Server:
         except BaseException:
             self.stop()
             raise
-        log_event(log, "serving", interfaces=",".join(config.interfaces),
+        log_event(log, "serving", interfaces=",".join(interfaces),
                   addresses=",".join(map(str, addresses)), http_port=config.http_port,
                   tftp_port=config.tftp_port, nodes=len(inventory.nodes),
                   state_dir=str(config.state_dir))

@@ -16,7 +16,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "Options override provisiond.toml [serve].",
     )
     parser.add_argument("--interface", action="append", metavar="IFACE",
-                        help="interface on the site network (repeat for several)")
+                        help="interface on the site network, by name or by its address "
+                        "(repeat for several)")
     parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
     parser.add_argument("--http-port", type=int, metavar="N", help="HTTP port (default 8080)")
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")

@@ -255,8 +255,8 @@ def test_bad_start_says_why_and_the_running_server_keeps_serving(served: Served)
               *served.globals()[4:], "serve", "--tftp-root", str(served.tftp_root)]
     wrong = run_in(served.ns.server, *second, "--interface", "lo")
     assert wrong.returncode == 1
-    assert "interface lo has no address in the site network 10.213.0.0/24" in wrong.stderr
-    busy = run_in(served.ns.server, *second, "--interface", served.ns.server_if)
+    assert "interface lo is not on the site network 10.213.0.0/24" in wrong.stderr
+    busy = run_in(served.ns.server, *second, "--interface", SERVER)  # by address this time
     assert busy.returncode == 1 and "HTTP service (gunicorn) exited" in busy.stderr
     assert "port in use?" in busy.stderr
     code, _ = served.curl(NODES["node1"][1], "/api/v1/health")
