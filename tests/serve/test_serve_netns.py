@@ -142,6 +142,7 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
     result = served.cli("events", "node1")
     assert result.returncode == 0 and "state:installed" in result.stdout and "netboot:off" in result.stdout
     assert token not in served.log()  # tokens never reach the log
+    assert 'msg="Using worker: gthread"' in served.log()  # gunicorn, not a development server
 
 
 def test_kickstart_journey_for_a_rocky_node(served: Served) -> None:
