@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from provisiond.bootfiles import BootFiles
 from provisiond.config import Config
+from provisiond.errors import UserError
 from provisiond.inventory import Inventory, Node, load_inventory
 from provisiond.logs import log_event
 from provisiond.render import Renderer
@@ -70,10 +71,10 @@ def ctx() -> Context:
 
 def node_or_404(hostname: str) -> Node:
     """The inventory node by host name (any case), or a 404 that names the problem."""
-    for node in ctx().inventory.nodes:
-        if node.hostname == hostname.lower():
-            return node
-    abort(404, description=f"{hostname} is not in the inventory")
+    try:
+        return ctx().inventory.node(hostname)
+    except UserError:
+        abort(404, description=f"{hostname} is not in the inventory")
 
 
 def create_app(
