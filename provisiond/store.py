@@ -359,7 +359,9 @@ class Store:
         if not token:
             return False
         row = self._conn().execute("SELECT generation FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
-        return row is not None and hmac.compare_digest(self._token(hostname, row[0]), token)
+        expected = self._token(hostname, row[0]).encode() if row is not None else b""
+        # Compared as bytes: compare_digest refuses non-ASCII str, and any token is a wrong one.
+        return row is not None and hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
     # -- DHCP leases -----------------------------------------------------------------------
 
