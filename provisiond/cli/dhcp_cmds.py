@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
-from pathlib import Path
 
 from provisiond.cli.inventory_cmds import inventory_from_args
+from provisiond.config import effective_config
 from provisiond.dhcp.server import DhcpServer, Pool
 from provisiond.errors import UserError
 from provisiond.store import Store
 
 log = logging.getLogger(__name__)
-
-
-def default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/provisiond")
-    return Path.home() / ".local" / "state" / "provisiond"
 
 
 def _pool(text: str) -> Pool:
@@ -56,7 +49,7 @@ def run_dhcp(args: argparse.Namespace) -> int:
     if args.lease_time < 60:
         raise UserError(f"--lease-time {args.lease_time} is too short: give at least 60 seconds")
     inventory = inventory_from_args(args)
-    store = Store.in_state_dir(args.state_dir or default_state_dir())
+    store = Store.in_state_dir(effective_config(args).state_dir)
     store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
     server = DhcpServer(
         inventory, store, args.interface, http_port=args.http_port, proxy=args.proxy,

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
 from provisiond.layouts import Layout, LayoutError, plan_layout
 from provisiond.render import Renderer
 
-DEFAULT_INVENTORY = Path("inventory.yaml")
-
 
 def inventory_from_args(args: argparse.Namespace) -> Inventory:
     """The inventory named by --inventory (or the config file's, or ./inventory.yaml)."""
-    return load_inventory(args.inventory or DEFAULT_INVENTORY)
+    return load_inventory(effective_config(args).inventory)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
