@@ -268,11 +268,11 @@ class Store:
         failed = []
         for node in self.nodes():
             limit = deadlines.get(node.state)
-            if node.state in ACTIVE and limit is not None and now - node.state_since > limit:
-                if self.try_transition(
-                    node.hostname, State.FAILED, Source.TIMER, reason=f"timed out in {node.state}"
-                ):
-                    failed.append(node.hostname)
+            overdue = node.state in ACTIVE and limit is not None and now - node.state_since > limit
+            if overdue and self.try_transition(
+                node.hostname, State.FAILED, Source.TIMER, reason=f"timed out in {node.state}"
+            ):
+                failed.append(node.hostname)
         return failed
 
     # -- events --------------------------------------------------------------------------

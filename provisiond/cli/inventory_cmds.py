@@ -1,0 +1,101 @@
+"""`check`, `layout` and `render`: work on the inventory file alone (no server needed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from provisiond.errors import UserError
+from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
+from provisiond.layouts import Layout, LayoutError, plan_layout
+from provisiond.render import Renderer
+
+DEFAULT_INVENTORY = Path("inventory.yaml")
+
+
+def inventory_from_args(args: argparse.Namespace) -> Inventory:
+    """The inventory named by --inventory (or the config file's, or ./inventory.yaml)."""
+    return load_inventory(args.inventory or DEFAULT_INVENTORY)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser("check", help="validate the inventory; print every problem")
+    check.set_defaults(func=run_check)
+
+    layout = commands.add_parser("layout", help="show the partition layout of a node or role")
+    target = layout.add_mutually_exclusive_group(required=True)
+    target.add_argument("host", nargs="?", help="a node of the inventory")
+    target.add_argument("--role", choices=ROLES, help="a role, with --disk")
+    layout.add_argument("--disk", help="disk size for --role (e.g. 250G, 80GB, 74.5GiB)")
+    layout.add_argument("--uefi", action="store_true", help="with --role: UEFI (GPT + ESP)")
+    layout.set_defaults(func=run_layout)
+
+    render = commands.add_parser("render", help="print a node's kickstart or preseed")
+    render.add_argument("kind", choices=("kickstart", "preseed"))
+    render.add_argument("host")
+    render.add_argument(
+        "--templates", type=Path, action="append", default=[], metavar="DIR",
+        help="a directory of templates that override the built-in ones (repeatable)",
+    )
+    render.set_defaults(func=run_render)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    inventory = inventory_from_args(args)
+    for warning in inventory.warnings:
+        print(f"{inventory.path}: warning: {warning}")
+    roles = {role: sum(node.role == role for node in inventory.nodes) for role in ROLES}
+    summary = ", ".join(f"{count} {role}" for role, count in roles.items() if count)
+    print(f"{inventory.path}: OK: site {inventory.site.name}, {len(inventory.nodes)} nodes ({summary})")
+    return 0
+
+
+def format_layout(layout: Layout) -> str:
+    size = f"{layout.disk_mib} MiB" if layout.disk_mib else "size unknown: data volumes grow to fill it"
+    lines = [f"{layout.role} layout on {layout.device} ({size}), {layout.label} label", "",
+             f"{'Device':<14}{'Size (MiB)':>11}  Mount point / volume  Type"]
+
+    def row(name: str, size_mib: int | None, where: str, kind: str) -> None:
+        shown = "rest" if size_mib is None else str(size_mib)
+        lines.append(f"{name:<14}{shown:>11}  {where:<20}  {kind}")
+
+    lines.append("LVM volume groups")
+    for vg in layout.volume_groups:
+        row(vg.name, vg.size_mib, "", "VG")
+        for lv in vg.logical_volumes:
+            row(f"  {lv.name}", lv.size_mib, lv.mount or "", lv.fstype)
+        if not vg.logical_volumes:
+            row("  free", vg.free_mib, "", "(no logical volumes)")
+    lines.append("Hard drive")
+    for part in layout.partitions:
+        if part.kind == "extended":
+            row(part.name, part.size_mib, "", "extended")
+        elif part.vg:
+            row(part.name, part.size_mib, part.vg, "PV (LVM)" + (", logical" if part.kind == "logical" else ""))
+        else:
+            row(part.name, part.size_mib, part.mount or "", part.fstype or "")
+    return "\n".join(lines)
+
+
+def run_layout(args: argparse.Namespace) -> int:
+    try:
+        if args.host:
+            node = inventory_from_args(args).node(args.host)
+            layout = plan_layout(node.role, node.disk.size_bytes, device=node.disk.device, uefi=node.uefi)
+        else:
+            size = parse_size(args.disk) if args.disk else None
+            layout = plan_layout(args.role, size, uefi=args.uefi)
+    except (LayoutError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    print(format_layout(layout))
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    inventory = inventory_from_args(args)
+    for directory in args.templates:
+        if not directory.is_dir():
+            raise UserError(f"--templates {directory}: not a directory")
+    node = inventory.node(args.host)
+    print(Renderer(inventory, args.templates).render(args.kind, node), end="")
+    return 0

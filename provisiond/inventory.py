@@ -1,0 +1,612 @@
+"""The inventory: one YAML file that maps each box (by MAC) to a hostname, a role and an address.
+
+`load_inventory` reads and validates it and reports *every* problem at once, each with
+file:line and the field (`inventory.yaml:14: nodes[1].mac: ...`), so an operator fixes a
+broken file in one pass. Field checks live in the pydantic models; checks that span nodes
+(duplicates, addresses against the site network, disk against the role's layout, readable BMC
+password files) run afterwards on the nodes that parsed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from provisiond.errors import UserError
+
+ROLES = ("compute", "controller")
+OPERATING_SYSTEMS = ("debian12", "rocky9")
+FIRMWARES = ("bios", "uefi")
+
+DEFAULT_MIRRORS = {
+    "debian12": "http://deb.debian.org/debian",
+    "rocky9": "https://dl.rockylinux.org/pub/rocky/9/BaseOS/x86_64/os",
+}
+
+_MAC_SEPARATED = re.compile(r"^[0-9a-f]{1,2}([:-])(?:[0-9a-f]{1,2}\1){4}[0-9a-f]{1,2}$")
+_MAC_PLAIN = re.compile(r"^[0-9a-f]{12}$")
+_MAC_CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_DEVICE = re.compile(r"^(?:/dev/)?[A-Za-z0-9][A-Za-z0-9_./:-]*$")
+_CRYPT_HASH = re.compile(r"^\$(?:1|5|6|y|gy|7|2[abxy]?)\$[./A-Za-z0-9$=,-]{8,}$")
+_SSH_KEY = re.compile(r"^(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+(?: .*)?$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1, "s": 512,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+    "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+
+
+def normalize_mac(text: str) -> str:
+    """Return the MAC in lower case with colons; accept colons, dashes, dots or no separators."""
+    value = str(text).strip().lower()
+    if _MAC_SEPARATED.match(value):
+        octets = re.split(r"[:-]", value)
+    elif _MAC_PLAIN.match(value) or _MAC_CISCO.match(value):
+        digits = value.replace(".", "")
+        octets = [digits[i : i + 2] for i in range(0, 12, 2)]
+    else:
+        raise ValueError(
+            f"{text!r} is not a MAC address (expected six hex pairs, e.g. 52:54:00:12:34:56)"
+        )
+    return ":".join(octet.zfill(2) for octet in octets)
+
+
+def parse_size(value: Any) -> int:
+    """Parse a disk size into bytes.
+
+    K/M/G/T (and KB/MB/GB/TB) are powers of 1000, as on a drive's label; KiB/MiB/GiB/TiB are
+    powers of 1024; `s` is 512-byte sectors; a bare number is bytes.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = _SIZE.match(str(value))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(
+                f"{value!r} is not a size (examples: 80G, 250GB, 74.5GiB, 238475MiB, 488397168s)"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{value!r}: a disk size must be positive")
+    return size
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BmcSpec(_Model):
+    """How to reach a node's BMC. The password is read only when needed, never stored here."""
+
+    driver: Literal["ipmi"] = "ipmi"
+    address: str
+    port: int = Field(623, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if not value or " " in value:
+            raise ValueError(f"{value!r} is not a host name or IP address")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "clear-text 'password' is not accepted in the inventory: put the password in a "
+                "file (mode 0600) and name it with password_file, or name an environment "
+                "variable with password_env"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> BmcSpec:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_file or password_env")
+        return self
+
+    def resolved(self, base_dir: Path) -> BmcSpec:
+        """The same spec with password_file made absolute (relative to the inventory file)."""
+        if self.password_file is None or self.password_file.is_absolute():
+            return self
+        return self.model_copy(update={"password_file": base_dir / self.password_file})
+
+    def password(self) -> str:
+        """Read the password now (a rotated file is picked up without a restart)."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise UserError(
+                    f"BMC {self.address}: environment variable {self.password_env} is not set"
+                )
+            return value
+        assert self.password_file is not None
+        try:
+            return self.password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UserError(
+                f"BMC {self.address}: cannot read password file {self.password_file}: "
+                f"{exc.strerror}"
+            ) from None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class DiskSpec(_Model):
+    device: str = "sda"
+    size_bytes: int | None = Field(None, alias="size")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"{value!r} is not a disk device name (e.g. sda, vda, nvme0n1)")
+        return value.removeprefix("/dev/")
+
+    @field_validator("size_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int | None:
+        return None if value is None else parse_size(value)
+
+
+def _choice(value: Any, allowed: Iterable[str], what: str) -> str:
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise ValueError(f"unknown {what} {value!r} (expected one of: {', '.join(allowed)})")
+    return text
+
+
+class Site(_Model):
+    name: str = Field(min_length=1)
+    domain: str
+    network: IPv4Network
+    gateway: IPv4Address
+    server: IPv4Address
+    dns: list[IPv4Address] = Field(default_factory=list)
+    ntp: list[str] | None = None
+    os: str = "debian12"
+    timezone: str = "UTC"
+    locale: str = "en_US.UTF-8"
+    keyboard: str = "us"
+    root_password_hash: str | None = None
+    ssh_authorized_keys: list[str] = Field(default_factory=list)
+    mirrors: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_clear_root_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "root_password" in data:
+            raise ValueError(
+                "clear-text 'root_password' is not accepted: give root_password_hash "
+                "(make one with `openssl passwd -6`) or ssh_authorized_keys"
+            )
+        return data
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        labels = value.lower().rstrip(".").split(".")
+        if not all(_HOST_LABEL.match(label) for label in labels):
+            raise ValueError(f"{value!r} is not a DNS domain name")
+        return ".".join(labels)
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> IPv4Network:
+        try:
+            return IPv4Network(str(value), strict=True)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                loose = IPv4Network(str(value), strict=False)
+                raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+            raise ValueError(f"{value!r} is not an IPv4 network (e.g. 10.213.0.0/24)") from None
+
+    @field_validator("os", mode="before")
+    @classmethod
+    def _os(cls, value: Any) -> str:
+        return _choice(value, OPERATING_SYSTEMS, "os")
+
+    @field_validator("root_password_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        if value is not None and not _CRYPT_HASH.match(value):
+            raise ValueError(
+                "not a crypt(3) password hash (expected e.g. $6$salt$...; make one with "
+                "`openssl passwd -6`); clear-text passwords are not accepted"
+            )
+        return value
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for number, key in enumerate(value):
+            if not _SSH_KEY.match(key.strip()):
+                raise ValueError(f"entry {number} is not an OpenSSH public key line")
+        return [key.strip() for key in value]
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, value: dict[str, str]) -> dict[str, str]:
+        for os_name in value:
+            _choice(os_name, OPERATING_SYSTEMS, "os in mirrors")
+        return value
+
+    @model_validator(mode="after")
+    def _addresses_on_network(self) -> Site:
+        for field in ("gateway", "server"):
+            address = getattr(self, field)
+            if address not in self.network:
+                raise ValueError(f"{field} {address} is outside the site network {self.network}")
+        return self
+
+    @property
+    def ntp_servers(self) -> list[str]:
+        """NTP servers for the nodes; by default provisiond's own address on the site network."""
+        return self.ntp if self.ntp is not None else [str(self.server)]
+
+    def mirror(self, os_name: str) -> str:
+        return self.mirrors.get(os_name, DEFAULT_MIRRORS[os_name]).rstrip("/")
+
+
+class Node(_Model):
+    hostname: str
+    mac: str
+    role: str
+    ip: IPv4Address
+    os: str | None = None
+    firmware: str = "bios"
+    disk: DiskSpec = Field(default_factory=DiskSpec)
+    bmc: BmcSpec | None = None
+    # Filled in by the loader from the site (so every node knows its full name and OS).
+    domain: str = ""
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOST_LABEL.match(value.lower()):
+            raise ValueError(
+                f"{value!r} is not a valid host name (letters, digits and '-', up to 63, "
+                "no dots: the site domain is appended)"
+            )
+        return value.lower()
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, value: Any) -> str:
+        return normalize_mac(value)
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _role(cls, value: Any) -> str:
+        return _choice(value, ROLES, "role")
+
+    @field_validator("os", mode="before")
+    @classmethod
+    def _os(cls, value: Any) -> str | None:
+        return None if value is None else _choice(value, OPERATING_SYSTEMS, "os")
+
+    @field_validator("firmware", mode="before")
+    @classmethod
+    def _firmware(cls, value: Any) -> str:
+        return _choice(value, FIRMWARES, "firmware")
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.hostname}.{self.domain}" if self.domain else self.hostname
+
+    @property
+    def uefi(self) -> bool:
+        return self.firmware == "uefi"
+
+    @property
+    def os_name(self) -> str:
+        assert self.os is not None, "the loader resolves os from the site default"
+        return self.os
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    field: str
+    message: str
+
+    def format(self, path: Path) -> str:
+        where = f"{path}:{self.line}" if self.line else str(path)
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class InventoryError(UserError):
+    """The inventory has problems; `problems` lists every one, in file order."""
+
+    def __init__(self, path: Path, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.field))
+        count = len(self.problems)
+        lines = "\n".join(problem.format(path) for problem in self.problems)
+        super().__init__(f"{path}: {count} problem{'s' if count != 1 else ''}\n{lines}")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    site: Site
+    nodes: list[Node]
+    warnings: tuple[str, ...] = ()
+
+    def node(self, hostname: str) -> Node:
+        for node in self.nodes:
+            if node.hostname == hostname.lower():
+                return node
+        known = ", ".join(node.hostname for node in self.nodes) or "none"
+        raise UserError(f"{hostname!r} is not in {self.path} (known nodes: {known})")
+
+    def by_mac(self, mac: str) -> Node | None:
+        try:
+            wanted = normalize_mac(mac)
+        except ValueError:
+            return None
+        return next((node for node in self.nodes if node.mac == wanted), None)
+
+    def select(self, hostnames: Iterable[str] = (), role: str | None = None, all_nodes: bool = False) -> list[Node]:
+        """Nodes picked on a command line: by name, by role, or all (in inventory order)."""
+        if all_nodes:
+            return list(self.nodes)
+        picked = [self.node(name) for name in hostnames]
+        if role is not None:
+            _choice(role, ROLES, "role")
+            picked += [node for node in self.nodes if node.role == role and node not in picked]
+        if not picked:
+            raise UserError("no nodes selected: name hosts, or use --role ROLE or --all")
+        return picked
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+class _InventoryLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers, so an unquoted MAC stays a string.
+
+    (Under YAML 1.1, 52:54:00:10:00:10 is the integer 41135076010.)
+    """
+
+
+_InventoryLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_InventoryLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_InventoryLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+Loc = tuple[str | int, ...]
+
+
+def _line_map(root: yaml.Node) -> tuple[dict[Loc, int], list[Problem]]:
+    """Map each path in the document (('nodes', 1, 'mac')) to its 1-based line; find duplicate keys."""
+    lines: dict[Loc, int] = {}
+    problems: list[Problem] = []
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    problems.append(
+                        Problem(line, _dotted((*loc, key)), f"duplicate key (first at line {seen[key]})")
+                    )
+                    continue
+                seen[key] = line
+                lines[(*loc, key)] = line
+                walk(value_node, (*loc, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*loc, index))
+
+    walk(root, ())
+    return lines, problems
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _validation_problems(
+    exc: ValidationError, prefix: Loc, lines: dict[Loc, int], known: Iterable[str]
+) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        loc = (*prefix, *(part for part in error["loc"] if part != "size_bytes"))
+        if "size_bytes" in error["loc"]:
+            loc = (*loc, "size")
+        kind = error["type"]
+        if kind == "missing":
+            message = "required field is missing"
+        elif kind == "extra_forbidden":
+            field = str(loc[-1])
+            close = difflib.get_close_matches(field, list(known), n=1)
+            message = f"unknown field {field!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        elif kind == "ip_v4_address":
+            message = f"{error['input']!r} is not an IPv4 address"
+        else:
+            message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(Problem(_line_of(lines, loc), _dotted(loc), message))
+    return problems
+
+
+def _check_nodes(site: Site | None, nodes: list[tuple[int, Node]], lines: dict[Loc, int]) -> list[Problem]:
+    """Checks across nodes and against the site: duplicates, addresses, disks, BMC secrets."""
+    from provisiond.layouts import LayoutError, plan_layout
+
+    problems: list[Problem] = []
+
+    def report(index: int, field: str, message: str) -> None:
+        loc = ("nodes", index, *field.split("."))
+        problems.append(Problem(_line_of(lines, loc), _dotted(loc), message))
+
+    first: dict[tuple[str, str], int] = {}
+    for index, node in nodes:
+        keys = {"hostname": node.hostname, "mac": node.mac, "ip": str(node.ip)}
+        if node.bmc is not None:
+            keys["bmc"] = node.bmc.endpoint
+        for field, value in keys.items():
+            earlier = first.setdefault((field, value), index)
+            if earlier != index:
+                line = _line_of(lines, ("nodes", earlier))
+                report(index, field, f"duplicate {field} {value} (also nodes[{earlier}], line {line})")
+
+        if site is not None:
+            reserved = {
+                site.server: "provisiond's own address (site.server)",
+                site.gateway: "the gateway (site.gateway)",
+                site.network.network_address: "the network address",
+                site.network.broadcast_address: "the broadcast address",
+            }
+            if node.ip not in site.network:
+                report(index, "ip", f"{node.ip} is outside the site network {site.network}")
+            elif node.ip in reserved:
+                report(index, "ip", f"{node.ip} is {reserved[node.ip]}")
+
+        if node.disk.size_bytes is not None:
+            try:
+                plan_layout(node.role, node.disk.size_bytes, device=node.disk.device, uefi=node.uefi)
+            except LayoutError as exc:
+                report(index, "disk.size", str(exc))
+
+        if node.bmc is not None and node.bmc.password_file is not None:
+            path = node.bmc.password_file
+            if not path.is_file():
+                report(index, "bmc.password_file", f"{path} does not exist (create it, mode 0600)")
+            elif not os.access(path, os.R_OK):
+                report(index, "bmc.password_file", f"{path} is not readable by this user")
+            elif not path.read_text().strip():
+                report(index, "bmc.password_file", f"{path} is empty")
+    return problems
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    """Load and validate an inventory file; raise InventoryError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        missing = Problem(None, "", "file not found (see docs/inventory.md for the format)")
+        raise InventoryError(path, [missing]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(path, [Problem(None, "", f"cannot read: {exc}")]) from None
+
+    try:
+        root = yaml.compose(text, Loader=_InventoryLoader)
+        data = yaml.load(text, Loader=_InventoryLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InventoryError(path, [Problem(line, "", f"YAML syntax error: {problem}")]) from None
+    if root is None or not isinstance(data, dict):
+        raise InventoryError(path, [Problem(1, "", "expected a mapping with 'site' and 'nodes'")])
+
+    lines, problems = _line_map(root)
+    for key in data.keys() - {"site", "nodes"}:
+        problems.append(Problem(_line_of(lines, (key,)), str(key), "unknown top-level key (expected site, nodes)"))
+
+    site: Site | None = None
+    if "site" not in data:
+        problems.append(Problem(1, "site", "required section is missing"))
+    elif not isinstance(data["site"], dict):
+        problems.append(Problem(_line_of(lines, ("site",)), "site", "must be a mapping"))
+    else:
+        try:
+            site = Site.model_validate(data["site"])
+        except ValidationError as exc:
+            problems += _validation_problems(exc, ("site",), lines, Site.model_fields)
+
+    raw_nodes = data.get("nodes")
+    parsed: list[tuple[int, Node]] = []
+    if raw_nodes is None:
+        problems.append(Problem(_line_of(lines, ("nodes",)) or 1, "nodes", "required list is missing or empty"))
+        raw_nodes = []
+    elif not isinstance(raw_nodes, list):
+        problems.append(Problem(_line_of(lines, ("nodes",)), "nodes", "must be a list of nodes"))
+        raw_nodes = []
+    base_dir = path.resolve().parent
+    for index, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict):
+            problems.append(
+                Problem(_line_of(lines, ("nodes", index)), f"nodes[{index}]",
+                        "each node must be a mapping with hostname, mac, role and ip")
+            )
+            continue
+        try:
+            node = Node.model_validate({key: value for key, value in raw.items() if key != "domain"})
+        except ValidationError as exc:
+            problems += _validation_problems(exc, ("nodes", index), lines, Node.model_fields)
+            continue
+        if "domain" in raw:
+            problems.append(Problem(_line_of(lines, ("nodes", index, "domain")), f"nodes[{index}].domain",
+                                    "unknown field 'domain' (the domain is site.domain)"))
+        update: dict[str, Any] = {"domain": site.domain if site else ""}
+        if node.os is None and site is not None:
+            update["os"] = site.os
+        if node.bmc is not None:
+            update["bmc"] = node.bmc.resolved(base_dir)
+        parsed.append((index, node.model_copy(update=update)))
+
+    problems += _check_nodes(site, parsed, lines)
+    if problems or site is None:
+        raise InventoryError(path, problems)
+
+    warnings = []
+    if site.root_password_hash is None and not site.ssh_authorized_keys:
+        warnings.append(
+            "site: neither root_password_hash nor ssh_authorized_keys is set: installed nodes "
+            "will have root locked and no SSH key"
+        )
+    return Inventory(path=path, site=site, nodes=[node for _, node in parsed], warnings=tuple(warnings))

@@ -1,0 +1,109 @@
+"""Renders a node's installer configuration (kickstart or preseed) from Jinja2 templates.
+
+The templates live in `kickstarts/` and `preseeds/` at the top of the repository (inside the
+package, under `_data/`, when installed from a wheel); an operator's template directory is
+searched first, so any template or partial can be overridden by one of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from provisiond.errors import UserError
+from provisiond.inventory import Inventory, Node
+from provisiond.layouts import MIB, Layout, LayoutError, plan_layout
+
+TEMPLATE_FOR_OS = {"rocky9": ("kickstart", "rocky9.ks.j2"), "debian12": ("preseed", "debian12.cfg.j2")}
+KIND_TEMPLATE = {"kickstart": "rocky9.ks.j2", "preseed": "debian12.cfg.j2"}
+MB_PER_MIB = MIB / 1_000_000
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where the installer calls back, and the node's token (None: secrets withheld)."""
+
+    url: str
+    token: str | None = None
+
+    def events_url(self, hostname: str) -> str:
+        return f"{self.url.rstrip('/')}/api/v1/nodes/{hostname}/events"
+
+
+def builtin_template_dirs() -> list[Path]:
+    package = Path(__file__).resolve().parent
+    for base in (package / "_data", package.parent):
+        dirs = [base / "kickstarts", base / "preseeds"]
+        if all(d.is_dir() for d in dirs):
+            return dirs
+    raise UserError(f"provisiond's templates are missing (looked in {package / '_data'} and {package.parent})")
+
+
+def partman_mb(mib: int | None) -> int:
+    """MiB -> partman's MB (10^6 bytes), rounded down so LVM's 4 MiB extents round back up."""
+    return 0 if mib is None else math.floor(mib * MB_PER_MIB)
+
+
+class Renderer:
+    """Renders kickstarts and preseeds for the nodes of one inventory."""
+
+    def __init__(self, inventory: Inventory, template_dirs: list[Path] | None = None) -> None:
+        self.inventory = inventory
+        search = [Path(d) for d in (template_dirs or [])] + builtin_template_dirs()
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in search]),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            autoescape=False,
+        )
+        self.env.filters["shquote"] = lambda value: shlex.quote(str(value))
+        self.env.filters["mb"] = partman_mb
+
+    def layout(self, node: Node) -> Layout:
+        try:
+            return plan_layout(node.role, node.disk.size_bytes, device=node.disk.device, uefi=node.uefi)
+        except LayoutError as exc:
+            raise UserError(f"{node.hostname}: {exc}") from None
+
+    def context(self, node: Node, server: ServerInfo | None) -> dict[str, Any]:
+        site = self.inventory.site
+        return {
+            "node": node,
+            "site": site,
+            "layout": self.layout(node),
+            "netmask": str(site.network.netmask),
+            "prefixlen": site.network.prefixlen,
+            "dns": [str(address) for address in site.dns],
+            "ntp": site.ntp_servers,
+            "server": server,
+            "events_url": server.events_url(node.hostname) if server else None,
+        }
+
+    def render(self, kind: str, node: Node, server: ServerInfo | None = None) -> str:
+        if kind not in KIND_TEMPLATE:
+            raise UserError(f"unknown installer config {kind!r} (expected kickstart or preseed)")
+        try:
+            template = self.env.get_template(KIND_TEMPLATE[kind])
+            return template.render(self.context(node, server))
+        except jinja2.TemplateError as exc:
+            syntax = isinstance(exc, jinja2.TemplateSyntaxError)
+            where = f"{exc.filename}:{exc.lineno}" if syntax else KIND_TEMPLATE[kind]
+            raise UserError(f"template {where}: {exc.message}") from None
+
+    def kickstart(self, node: Node, server: ServerInfo | None = None) -> str:
+        return self.render("kickstart", node, server)
+
+    def preseed(self, node: Node, server: ServerInfo | None = None) -> str:
+        return self.render("preseed", node, server)
+
+    def install_config(self, node: Node, server: ServerInfo | None = None) -> tuple[str, str]:
+        """(kind, text) for the node's OS: a kickstart for rocky9, a preseed for debian12."""
+        kind = TEMPLATE_FOR_OS[node.os_name][0]
+        return kind, self.render(kind, node, server)
