@@ -43,10 +43,12 @@ def proposed_algorithms(request: bytes | bytearray) -> tuple[int, int, int]:
     """
     if len(request) < 32:
         raise ProtocolError(f"open session request too short ({len(request)} bytes, need 32)")
-    payloads = [request[8 + 8 * i: 16 + 8 * i] for i in range(3)]
+    payloads = [request[8 + 8 * i : 16 + 8 * i] for i in range(3)]
     for index, payload in enumerate(payloads):
         if payload[0] != index:
-            raise ProtocolError(f"payload {index} of the open session request has type {payload[0]}")
+            raise ProtocolError(
+                f"payload {index} of the open session request has type {payload[0]}"
+            )
     return payloads[0][4] & 0x3F, payloads[1][4] & 0x3F, payloads[2][4] & 0x3F
 
 

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -48,11 +49,22 @@ from provisiond.lab.ipmi_proto import (
 
 PowerAction = Literal["on", "off", "soft", "reset"]
 
+# Chassis commands (netfn 0x00) the machine answers.
+NETFN_CHASSIS = 0x00
+CMD_CHASSIS_STATUS = 0x01
+CMD_CHASSIS_CONTROL = 0x02
+CMD_SET_BOOT_OPTIONS = 0x08
+CMD_GET_BOOT_OPTIONS = 0x09
+
 # IPMI completion codes (table 5-2).
-CC_OK = 0x00
+CC_NODE_BUSY = 0xC0
 CC_INVALID_DATA = 0xCC
 CC_PARAM_NOT_SUPPORTED = 0x80
 CC_NOT_IN_PRESENT_STATE = 0xD5
+
+
+class MachineBusy(Exception):
+    """Raised by a backend that cannot act right now; the BMC answers "node busy" (0xC0)."""
 
 
 class MachineBackend(Protocol):
@@ -66,8 +78,7 @@ class MachineBackend(Protocol):
         """on / off (hard) / soft (ACPI shutdown) / reset (warm reboot while on)."""
         ...
 
-    def get_boot_device(self) -> BootDevice:
-        ...
+    def get_boot_device(self) -> BootDevice: ...
 
     def set_boot_device(self, boot: BootDevice) -> None:
         """Override the boot device; a one-time override is consumed by the next boot."""
@@ -81,7 +92,9 @@ class MemoryMachine:
     (recorded as the "default" device), and clears a one-time override, as firmware does.
     """
 
-    def __init__(self, name: str = "machine", on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, name: str = "machine", on_change: Callable[[str], None] | None = None
+    ) -> None:
         self.name = name
         self.powered = False
         self.boot = BootDevice()
@@ -146,7 +159,7 @@ class _VbmcSession(serversession.ServerSession):
         if namelen > 16:
             status = RMCP_INVALID_NAME_LENGTH
         else:
-            name = bytes(data[28:28 + namelen]).decode("utf-8", "replace")
+            name = bytes(data[28 : 28 + namelen]).decode("utf-8", "replace")
             if not namelen or self.authdata.get(name) is None:
                 status = RMCP_UNAUTHORIZED_NAME
         if status != RMCP_OK:
@@ -160,8 +173,13 @@ class VirtualBmc(pyghmi_bmc.Bmc):
     """One BMC on one UDP port, mapping IPMI chassis commands to a MachineBackend."""
 
     def __init__(
-        self, machine: MachineBackend, *, username: str, password: str,
-        address: str = "127.0.0.1", port: int = 623,
+        self,
+        machine: MachineBackend,
+        *,
+        username: str,
+        password: str,
+        address: str = "127.0.0.1",
+        port: int = 623,
     ) -> None:
         super().__init__({username: password}, port=port, address=address)
         self.machine = machine
@@ -171,48 +189,74 @@ class VirtualBmc(pyghmi_bmc.Bmc):
     def sessionless_data(self, data: bytes, sockaddr: tuple) -> None:
         """Open new RMCP+ sessions with _VbmcSession; everything else as pyghmi does."""
         if (
-            len(data) >= 22 and data[0] == 6 and data[2:4] == b"\xff\x07"
-            and data[4] == 6 and data[5] == 16
+            len(data) >= 22
+            and data[0] == 6
+            and data[2:4] == b"\xff\x07"
+            and data[4] == 6
+            and data[5] == 16
         ):
             _VbmcSession(
-                self.authdata, self.kg, sockaddr, self.serversocket, bytearray(data[16:]),
-                self.uuid, bmc=self,
+                self.authdata,
+                self.kg,
+                sockaddr,
+                self.serversocket,
+                bytearray(data[16:]),
+                self.uuid,
+                bmc=self,
             )
             return
         super().sessionless_data(data, sockaddr)
 
     # -- chassis -------------------------------------------------------------------------
 
-    def get_power_state(self) -> str:
-        return "on" if self.machine.get_power() else "off"
+    def handle_raw_request(self, request: dict, session: serversession.ServerSession) -> None:
+        """Chassis commands go to the machine (a busy machine answers "node busy")."""
+        handlers = {
+            CMD_CHASSIS_STATUS: self.chassis_status,
+            CMD_CHASSIS_CONTROL: self.chassis_control,
+            CMD_SET_BOOT_OPTIONS: self.set_system_boot_options,
+            CMD_GET_BOOT_OPTIONS: self.get_system_boot_options,
+        }
+        handler = handlers.get(request["command"]) if request["netfn"] == NETFN_CHASSIS else None
+        if handler is None:
+            super().handle_raw_request(request, session)
+            return
+        try:
+            handler(request, session)
+        except MachineBusy:
+            session.send_ipmi_response(code=CC_NODE_BUSY)
 
-    def get_system_guid(self):  # noqa: ANN201 (pyghmi wants a uuid.UUID)
+    def get_system_guid(self) -> uuid.UUID:
         return self.uuid
 
-    def power_on(self) -> int:
-        self.machine.set_power("on")
-        return CC_OK
+    def chassis_status(self, request: dict, session: serversession.ServerSession) -> None:
+        # Current power state byte (bit 0: on), last power event, misc chassis state.
+        session.send_ipmi_response(data=[1 if self.machine.get_power() else 0, 0, 0])
 
-    def power_off(self) -> int:
-        self.machine.set_power("off")
-        return CC_OK
-
-    def power_shutdown(self) -> int:
-        self.machine.set_power("soft")
-        return CC_OK
-
-    def power_cycle(self) -> int:
-        if not self.machine.get_power():
-            return CC_NOT_IN_PRESENT_STATE
-        self.machine.set_power("off")
-        self.machine.set_power("on")
-        return CC_OK
-
-    def power_reset(self) -> int:
-        if not self.machine.get_power():
-            return CC_NOT_IN_PRESENT_STATE
-        self.machine.set_power("reset")
-        return CC_OK
+    def chassis_control(self, request: dict, session: serversession.ServerSession) -> None:
+        directive = request["data"][0] if request["data"] else None
+        powered = self.machine.get_power()
+        if directive == 0:
+            self.machine.set_power("off")
+        elif directive == 1:
+            self.machine.set_power("on")
+        elif directive == 2:  # power cycle: off, then on again
+            if not powered:
+                session.send_ipmi_response(code=CC_NOT_IN_PRESENT_STATE)
+                return
+            self.machine.set_power("off")
+            self.machine.set_power("on")
+        elif directive == 3:
+            if not powered:
+                session.send_ipmi_response(code=CC_NOT_IN_PRESENT_STATE)
+                return
+            self.machine.set_power("reset")
+        elif directive == 5:
+            self.machine.set_power("soft")
+        else:  # 4 (diagnostic interrupt) and unknown directives
+            session.send_ipmi_response(code=CC_INVALID_DATA)
+            return
+        session.send_ipmi_response()
 
     # -- boot options (pyghmi's versions drop the persistent and UEFI flags) ---------------
 
@@ -277,16 +321,22 @@ def read_password(password_file: Path | None, password_env: str | None) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, default=623, help="UDP port (default 623)")
     parser.add_argument(
-        "--count", type=int, default=1,
+        "--count",
+        type=int,
+        default=1,
         help="run this many BMCs on consecutive ports, each with its own machine (default 1)",
     )
     parser.add_argument("--username", default="admin", help="IPMI user name (default admin)")
     secret = parser.add_mutually_exclusive_group(required=True)
     secret.add_argument("--password-file", type=Path, metavar="FILE", help="file with the password")
-    secret.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
+    secret.add_argument(
+        "--password-env", metavar="VAR", help="environment variable with the password"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -308,9 +358,15 @@ def run(args: argparse.Namespace) -> int:
     for port in range(args.port, args.port + args.count):
         machine = MemoryMachine(f"{args.address}:{port}", on_change=show)
         try:
-            bmcs.append(VirtualBmc(
-                machine, username=args.username, password=password, address=args.address, port=port,
-            ))
+            bmcs.append(
+                VirtualBmc(
+                    machine,
+                    username=args.username,
+                    password=password,
+                    address=args.address,
+                    port=port,
+                )
+            )
         except OSError as exc:
             raise UserError(
                 f"cannot listen on {args.address} UDP port {port}: {exc.strerror}; "
@@ -321,14 +377,18 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     last = args.port + args.count - 1
     ports = str(args.port) if args.count == 1 else f"{args.port}-{last}"
-    show(f"vbmc: {args.count} BMC(s) listening on {args.address} UDP {ports} (user {args.username})")
+    show(
+        f"vbmc: {args.count} BMC(s) listening on {args.address} UDP {ports} (user {args.username})"
+    )
     serve(stop)
     show("vbmc: stopped")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provisiond.lab.vbmc", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m provisiond.lab.vbmc", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -340,4 +400,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

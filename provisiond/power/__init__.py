@@ -4,6 +4,12 @@ from provisiond.power.base import BmcTarget, ErrorKind, NodeResult, PowerDriver,
 from provisiond.power.fanout import ACTIONS, PowerConfig, run_action
 
 __all__ = [
-    "ACTIONS", "BmcTarget", "ErrorKind", "NodeResult", "PowerConfig", "PowerDriver", "PowerError",
+    "ACTIONS",
+    "BmcTarget",
+    "ErrorKind",
+    "NodeResult",
+    "PowerConfig",
+    "PowerDriver",
+    "PowerError",
     "run_action",
 ]

@@ -52,7 +52,7 @@ class PowerConfig:
 
     def call_bound(self) -> float:
         """Worst case for one driver call with its retries."""
-        return (self.retries + 1) * self.timeout + self.backoff * (2 ** self.retries - 1)
+        return (self.retries + 1) * self.timeout + self.backoff * (2**self.retries - 1)
 
     def node_bound(self, action: str) -> float:
         """Worst case for one action on one node."""
@@ -63,7 +63,9 @@ def make_driver(target: BmcTarget, config: PowerConfig) -> PowerDriver:
     """The driver for a target (only IPMI today; Redfish would be chosen here)."""
     from provisiond.power.ipmi import IpmiDriver
 
-    return IpmiDriver(target, timeout=config.timeout, retries=config.retries, backoff=config.backoff)
+    return IpmiDriver(
+        target, timeout=config.timeout, retries=config.retries, backoff=config.backoff
+    )
 
 
 def perform(driver: PowerDriver, action: str, uefi: bool = False) -> tuple[str, str]:
@@ -84,8 +86,11 @@ def perform(driver: PowerDriver, action: str, uefi: bool = False) -> tuple[str, 
         raise ValueError(f"unknown power action {action!r}; one of {', '.join(ACTIONS)}")
     getattr(driver, action)()
     done = {
-        "on": "powered on", "off": "powered off", "soft": "ACPI shutdown requested",
-        "cycle": "power cycled", "reset": "reset",
+        "on": "powered on",
+        "off": "powered off",
+        "soft": "ACPI shutdown requested",
+        "cycle": "power cycled",
+        "reset": "reset",
     }[action]
     return driver.status(), done
 
@@ -98,15 +103,21 @@ def run_node(target: BmcTarget, action: str, config: PowerConfig) -> NodeResult:
         power, done = perform(driver, action, uefi=target.uefi)
         ok, kind, message = True, None, ""
     except PowerError as exc:
-        power, done, ok, kind, message = None, "", False, str(exc.kind), str(exc)
+        power, done, ok, kind, message = None, "", False, str(exc.kind), exc.detail
     except Exception as exc:  # a driver bug must not take the other nodes down
         power, done, ok = None, "", False
         kind, message = str(ErrorKind.PROTOCOL), f"{type(exc).__name__}: {exc}"
     finally:
         driver.close()
     return NodeResult(
-        name=target.name, action=action, ok=ok, power=power, done=done, error_kind=kind,
-        message=message, attempts=getattr(driver, "attempts", 0),
+        name=target.name,
+        action=action,
+        ok=ok,
+        power=power,
+        done=done,
+        error_kind=kind,
+        message=message,
+        attempts=getattr(driver, "attempts", 0),
         elapsed=round(time.monotonic() - start, 3),
     )
 
@@ -130,10 +141,16 @@ def shard(targets: Sequence[BmcTarget], size: int) -> list[list[BmcTarget]]:
     return shards
 
 
-def _failed(target: BmcTarget, action: str, kind: ErrorKind, message: str, elapsed: float) -> NodeResult:
+def _failed(
+    target: BmcTarget, action: str, kind: ErrorKind, message: str, elapsed: float
+) -> NodeResult:
     return NodeResult(
-        name=target.name, action=action, ok=False, error_kind=str(kind),
-        message=f"{target.where}: {message}", elapsed=round(elapsed, 3),
+        name=target.name,
+        action=action,
+        ok=False,
+        error_kind=str(kind),
+        message=f"{target.where}: {message}",
+        elapsed=round(elapsed, 3),
     )
 
 
@@ -160,10 +177,14 @@ def _start_worker(part: list[BmcTarget], action: str, config: PowerConfig, threa
     bound = WORKER_STARTUP + math.ceil(len(part) / threads) * config.node_bound(action)
     proc = subprocess.Popen(
         [sys.executable, "-m", "provisiond.power.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     job = {
-        "action": action, "threads": threads, "config": dataclasses.asdict(config),
+        "action": action,
+        "threads": threads,
+        "config": dataclasses.asdict(config),
         "targets": [dataclasses.asdict(t) for t in part],
     }
     assert proc.stdin is not None
@@ -177,7 +198,9 @@ def _start_worker(part: list[BmcTarget], action: str, config: PowerConfig, threa
 
 
 def run_action(
-    targets: Sequence[BmcTarget], action: str, config: PowerConfig | None = None,
+    targets: Sequence[BmcTarget],
+    action: str,
+    config: PowerConfig | None = None,
     on_result: Callable[[NodeResult], None] | None = None,
 ) -> list[NodeResult]:
     """Run `action` on every target; one result per target, in the targets' order.
@@ -213,8 +236,15 @@ def run_action(
         for target in worker.targets:
             if target.name not in got:
                 if why == "timeout":
-                    record(_failed(target, action, ErrorKind.TIMEOUT,
-                                   f"no result within {worker.bound:.0f} s (worker stopped)", elapsed))
+                    record(
+                        _failed(
+                            target,
+                            action,
+                            ErrorKind.TIMEOUT,
+                            f"no result within {worker.bound:.0f} s (worker stopped)",
+                            elapsed,
+                        )
+                    )
                 else:
                     record(_failed(target, action, ErrorKind.INTERNAL, why, elapsed))
 
@@ -237,7 +267,10 @@ def run_action(
                 code = worker.proc.wait(5)
                 stderr = worker.proc.stderr.read().decode(errors="replace").strip()
                 last = stderr.splitlines()[-1] if stderr else ""
-                finish(worker, f"worker process exited with code {code} without a result {last}".strip())
+                finish(
+                    worker,
+                    f"worker process exited with code {code} without a result {last}".strip(),
+                )
             now = time.monotonic()
             for worker in list(running):
                 if now - worker.started > worker.bound:

@@ -40,12 +40,20 @@ BUSY_CODES = {0xC0: "node busy", 0xC3: "timeout while processing the command"}
 NOT_NOW = 0xD5
 
 _AUTH_HINTS = (
-    "incorrect password", "unauthorized name", "rakp4 integrity", "unauthorized role",
-    "invalid role", "invalid username length", "password for",
+    "incorrect password",
+    "unauthorized name",
+    "rakp4 integrity",
+    "unauthorized role",
+    "invalid role",
+    "invalid username length",
+    "password for",
 )
 _CIPHER_HINTS = (
-    "authentication algorithm", "integrity algorithm", "integrity payload",
-    "confidentiality algorithm", "cipher suite",
+    "authentication algorithm",
+    "integrity algorithm",
+    "integrity payload",
+    "confidentiality algorithm",
+    "cipher suite",
 )
 _BUSY_HINTS = ("insufficient resources",)
 
@@ -104,7 +112,12 @@ class IpmiDriver(PowerDriver):
     """
 
     def __init__(
-        self, target: BmcTarget, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
+        self,
+        target: BmcTarget,
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.5,
     ) -> None:
         self.target = target
         self.timeout = timeout
@@ -166,7 +179,9 @@ class IpmiDriver(PowerDriver):
     def _control(self, directive: str) -> None:
         self._call(
             f"power {directive}",
-            lambda c: c.xraw_command(NETFN_CHASSIS, CMD_CHASSIS_CONTROL, data=(CONTROL[directive],)),
+            lambda c: c.xraw_command(
+                NETFN_CHASSIS, CMD_CHASSIS_CONTROL, data=(CONTROL[directive],)
+            ),
         )
 
     def _call(self, what: str, fn: Callable[[ipmi_command.Command], T]) -> T:
@@ -177,18 +192,22 @@ class IpmiDriver(PowerDriver):
             except PowerError as exc:
                 if not exc.kind.transient or attempt == self.retries:
                     raise
-                time.sleep(self.backoff * (2 ** attempt))
+                time.sleep(self.backoff * (2**attempt))
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _login(self) -> ipmi_command.Command:
         t = self.target
         try:
-            return ipmi_command.Command(bmc=t.address, userid=t.username, password=t.password, port=t.port)
+            return ipmi_command.Command(
+                bmc=t.address, userid=t.username, password=t.password, port=t.port
+            )
         finally:
             # pyghmi files a session being set up under str credentials and removes it under
             # bytes, so it never leaves: a later login with the same credentials would get
             # the stale (possibly failed) session back without an error.
-            ipmi_session.Session.initting_sessions.pop((t.address, t.username, t.password, t.port, None), None)
+            ipmi_session.Session.initting_sessions.pop(
+                (t.address, t.username, t.password, t.port, None), None
+            )
 
     def _attempt(self, what: str, fn: Callable[[ipmi_command.Command], T]) -> T:
         self.attempts += 1
@@ -224,7 +243,8 @@ class IpmiDriver(PowerDriver):
                     "(check the address, port, network and that IPMI over LAN is enabled)",
                 )
             raise PowerError(
-                ErrorKind.TIMEOUT, f"{what}: no answer from {self.target.where} within {self.timeout:g} s"
+                ErrorKind.TIMEOUT,
+                f"{what}: no answer from {self.target.where} within {self.timeout:g} s",
             )
         if "error" in box:
             error = classify(box["error"], self.target, box["login"])
