@@ -1,0 +1,145 @@
+"""`provisiond power`, `provision` and `vbmc` end to end against virtual BMCs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from power_farm import PASSWORD, Farm, dead_port, running_farm
+
+from provisiond.lifecycle import State
+from provisiond.store import Store
+
+HASH = "$6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF."
+SITE = f"""\
+site:
+  name: lab
+  domain: lab.example
+  network: 10.213.0.0/24
+  gateway: 10.213.0.1
+  dns: [10.213.0.1]
+  server: 10.213.0.1
+  os: debian12
+  ntp: [10.213.0.1]
+  timezone: UTC
+  root_password_hash: {HASH}
+  ssh_authorized_keys: []
+nodes:
+"""
+
+
+def node_yaml(i: int, port: int, role: str = "compute", firmware: str = "bios",
+              password: str = "password_file: bmc.pass") -> str:
+    return (
+        f"  - {{hostname: node{i:03d}, mac: '52:54:00:20:{i // 256:02x}:{i % 256:02x}', role: {role}, "
+        f"ip: 10.213.0.{10 + i}, firmware: {firmware}, disk: {{device: sda, size: 250G}}, "
+        f"bmc: {{address: 127.0.0.1, port: {port}, username: admin, {password}}}}}\n"
+    )
+
+
+def provisiond(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "provisiond", "--inventory", str(tmp_path / "inventory.yaml"),
+         "--state-dir", str(tmp_path / "state"), *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    with running_farm(tmp_path) as running:
+        yield running
+
+
+def write_inventory(tmp_path: Path, lines: list[str]) -> None:
+    (tmp_path / "inventory.yaml").write_text(SITE + "".join(lines))
+
+
+def test_power_all_status_over_200_virtual_bmcs(farm: Farm, tmp_path: Path) -> None:
+    ports = [port for port, _ in farm.start(200, per_process=100)]
+    write_inventory(tmp_path, [node_yaml(i, port) for i, port in enumerate(ports)])
+    out = provisiond(tmp_path, "power", "--all", "status")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│ node")]
+    assert len(rows) == 200
+    assert all("│ ok " in row and "│ off " in row for row in rows)
+    assert "200 of 200 node(s) succeeded" in out.stdout
+
+
+def test_provision_marks_nodes_sets_one_time_pxe_and_powers_on(farm: Farm, tmp_path: Path) -> None:
+    bmcs = farm.start(3)
+    ports = [port for port, _ in bmcs]
+    proc = bmcs[0][1]
+    lines = [
+        node_yaml(0, ports[0], role="controller"),
+        node_yaml(1, ports[1], firmware="uefi"),
+        node_yaml(2, ports[2], password="password_env: WRONG_BMC_PW"),  # wrong password
+        node_yaml(3, dead_port()),  # nobody answers
+    ]
+    write_inventory(tmp_path, lines)
+    (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
+    env = {"WRONG_BMC_PW": "wrong-pw-value"}
+    # node001 is on already: provision must power-cycle it into PXE.
+    assert provisiond(tmp_path, "power", "node001", "on", env=env).returncode == 0
+    out = provisiond(tmp_path, "provision", "--all", "--timeout", "2", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "2 of 4 node(s) succeeded" in out.stdout
+    assert "authentication failed" in out.stdout
+    assert "unreachable" in out.stdout
+    assert PASSWORD not in out.stdout + out.stderr
+    assert "wrong-pw-value" not in out.stdout + out.stderr
+    assert proc.wait_for(f"127.0.0.1:{ports[0]} boots from network (one-time, bios)")
+    assert proc.wait_for(f"127.0.0.1:{ports[1]} power off")  # the cycle
+    assert proc.wait_for(f"127.0.0.1:{ports[1]} boots from network (one-time, uefi)")
+    assert f"127.0.0.1:{ports[2]} power on" not in proc.output()
+
+    store = Store.in_state_dir(tmp_path / "state")
+    nodes = {n.hostname: n for n in store.nodes()}
+    for ok in ("node000", "node001"):
+        assert nodes[ok].state is State.POWERING_ON
+        assert nodes[ok].netboot
+        assert store.verify_token(ok, store.current_token(ok))
+    for bad in ("node002", "node003"):
+        assert nodes[bad].state is State.FAILED
+        assert nodes[bad].reason.startswith("power: ")
+    events = [(e.hostname, e.kind, e.detail) for e in store.events()]
+    assert ("node001", "power:pxe-boot") in [(h, k) for h, k, _ in events]
+    pxe = next(d for h, k, d in events if h == "node001" and k == "power:pxe-boot")
+    assert pxe["done"] == "one-time PXE (uefi), power cycled"
+    assert not any("wrong-pw-value" in str(d) or PASSWORD in str(d) for _, _, d in events)
+
+
+def test_power_by_name_on_off_and_selection_errors(farm: Farm, tmp_path: Path) -> None:
+    ports = [port for port, _ in farm.start(2)]
+    write_inventory(tmp_path, [node_yaml(i, port) for i, port in enumerate(ports)])
+    (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
+    out = provisiond(tmp_path, "power", "node000", "node001", "on")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = provisiond(tmp_path, "power", "--role", "compute", "off")
+    assert out.returncode == 0 and out.stdout.count("│ off ") == 2, out.stdout
+    out = provisiond(tmp_path, "power", "status")
+    assert out.returncode == 1 and "no nodes selected" in out.stderr
+    out = provisiond(tmp_path, "power", "nosuchnode", "status")
+    assert out.returncode == 1 and "'nosuchnode' is not in" in out.stderr
+    out = provisiond(tmp_path, "power", "--all", "status", "--timeout", "0")
+    assert out.returncode == 1 and "bad power option" in out.stderr
+
+
+def test_vbmc_command_refuses_a_missing_password_file(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "provisiond", "vbmc", "--port", "16230",
+         "--password-file", str(tmp_path / "absent")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert "cannot read the password file" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "provisiond", "vbmc", "--port", "16230", "--password", "x"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2  # no password on the command line: argparse refuses it

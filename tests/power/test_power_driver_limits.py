@@ -1,0 +1,101 @@
+"""Bounds and failure causes of the IPMI driver: dead BMC, busy BMC, one operation per BMC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from power_farm import PASSWORD, Farm, dead_port, running_farm
+
+from provisiond.power.base import BmcTarget, ErrorKind, PowerError
+from provisiond.power.fanout import PowerConfig, run_action
+from provisiond.power.ipmi import IpmiDriver, _bmc_lock
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    with running_farm(tmp_path) as running:
+        yield running
+
+
+def test_dead_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
+    port = dead_port()
+    driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=1.5)
+    start = time.monotonic()
+    with pytest.raises(PowerError) as failed:
+        driver.status()
+    elapsed = time.monotonic() - start
+    assert failed.value.kind is ErrorKind.UNREACHABLE
+    assert f"127.0.0.1:{port}" in str(failed.value)
+    assert driver.attempts == 1  # unreachable is not retried: pyghmi already retransmitted
+    assert elapsed < 1.5 + 1.0  # the configured bound (plus thread hand-over), not pyghmi's 4-6 s
+
+
+def test_busy_bmc_is_retried_with_backoff_then_succeeds(farm: Farm) -> None:
+    port, proc = farm.start_busy(busy_calls=2)
+    driver = IpmiDriver(BmcTarget("busy", "127.0.0.1", port, "admin", PASSWORD), retries=2, backoff=0.1)
+    try:
+        assert driver.status() == "off"
+    finally:
+        driver.close()
+    assert driver.attempts == 3
+    assert proc.output().count("answered busy") == 2
+
+
+def test_busy_bmc_beyond_the_retries_reports_bmc_busy(farm: Farm) -> None:
+    port, _ = farm.start_busy(busy_calls=10)
+    driver = IpmiDriver(BmcTarget("busy", "127.0.0.1", port, "admin", PASSWORD), retries=1, backoff=0.05)
+    try:
+        with pytest.raises(PowerError) as failed:
+            driver.status()
+    finally:
+        driver.close()
+    assert failed.value.kind is ErrorKind.BUSY
+    assert driver.attempts == 2
+
+
+def test_one_operation_at_a_time_per_bmc(farm: Farm) -> None:
+    [(port, _)] = farm.start(1)
+    target = BmcTarget("n", "127.0.0.1", port, "admin", PASSWORD)
+    lock = _bmc_lock(target.key)
+    lock.acquire()  # an operation on this BMC is in flight
+    try:
+        driver = IpmiDriver(target, timeout=0.5, retries=0)
+        with pytest.raises(PowerError) as failed:
+            driver.status()
+        assert failed.value.kind is ErrorKind.BUSY
+        assert "still running" in str(failed.value)
+    finally:
+        lock.release()
+    driver = IpmiDriver(target, timeout=5)
+    try:
+        assert driver.status() == "off"
+    finally:
+        driver.close()
+
+
+def test_fanout_reports_every_node_with_its_own_cause(farm: Farm) -> None:
+    ports = [port for port, _ in farm.start(6, per_process=3)]
+    dead = dead_port()
+    targets = [BmcTarget(f"n{i}", "127.0.0.1", port, "admin", PASSWORD) for i, port in enumerate(ports)]
+    targets.append(BmcTarget("wrongpw", "127.0.0.1", ports[0] + 0, "admin", "not-the-password"))
+    targets.append(BmcTarget("ghost", "127.0.0.1", dead, "admin", PASSWORD))
+    seen: list[str] = []
+    config = PowerConfig(timeout=2, shard_size=3, concurrency=4)
+    results = run_action(targets, "pxe-boot", config, on_result=lambda r: seen.append(r.name))
+    assert [r.name for r in results] == [t.name for t in targets]
+    assert sorted(seen) == sorted(t.name for t in targets)
+    by_name = {r.name: r for r in results}
+    for i in range(6):
+        assert by_name[f"n{i}"].ok, by_name[f"n{i}"]
+        assert by_name[f"n{i}"].power == "on"
+        assert by_name[f"n{i}"].done == "one-time PXE (bios), powered on"
+    assert by_name["wrongpw"].error_kind == "authentication failed"
+    assert "not-the-password" not in by_name["wrongpw"].message
+    assert by_name["ghost"].error_kind == "unreachable"
+    assert str(dead) in by_name["ghost"].message
+    # A second provision finds the nodes on and power-cycles them into PXE again.
+    again = run_action(targets[:6], "pxe-boot", config)
+    assert all(r.ok and r.done == "one-time PXE (bios), power cycled" for r in again), again
