@@ -14,6 +14,8 @@ control, boot flags): this keeps the completion code of a refusal (0xC0 "busy" i
 
 from __future__ import annotations
 
+import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from pyghmi.ipmi.private import session as ipmi_session
 
 from provisiond.lab.ipmi_proto import BOOT_DEVICES
 from provisiond.power.base import BmcTarget, ErrorKind, PowerDriver, PowerError
+from provisiond.power.rmcp import ProbeError, auth_cap_request, check_auth_cap_response
 
 T = TypeVar("T")
 
@@ -102,6 +105,61 @@ def classify(exc: BaseException, target: BmcTarget, during_login: bool) -> Power
     if isinstance(exc, OSError):
         return PowerError(ErrorKind.UNREACHABLE, f"{where}: {exc.strerror or exc}")
     return PowerError(ErrorKind.PROTOCOL, f"{where}: {type(exc).__name__}: {text}")
+
+
+def probe(target: BmcTarget, timeout: float) -> None:
+    """Check that the BMC answers IPMI 2.0 at all, on our own socket, within `timeout`.
+
+    Sends Get Channel Authentication Capabilities (resent at 0.25, 0.5, 1 s, ...). Raises
+    PowerError(UNREACHABLE) if nothing answers, PROTOCOL if the answer lacks IPMI 2.0.
+    """
+    where = target.where
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            target.address, target.port, type=socket.SOCK_DGRAM
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise PowerError(
+            ErrorKind.UNREACHABLE, f"cannot resolve BMC address {target.address!r}: {exc}"
+        ) from None
+    sequence = random.randrange(64)
+    request = auth_cap_request(sequence)
+    deadline = time.monotonic() + timeout
+    pause = 0.25
+    with socket.socket(family, kind, proto) as sock:
+        try:
+            sock.connect(sockaddr)  # connected: an ICMP "port unreachable" surfaces as an error
+            while (now := time.monotonic()) < deadline:
+                sock.send(request)
+                resend = min(deadline, now + pause)
+                pause *= 2
+                while (now := time.monotonic()) < resend:
+                    sock.settimeout(resend - now)
+                    try:
+                        answer = sock.recv(512)
+                    except TimeoutError:
+                        break
+                    try:
+                        if check_auth_cap_response(answer, sequence):
+                            return
+                    except ProbeError:
+                        continue  # a stray packet; keep waiting
+                    raise PowerError(
+                        ErrorKind.PROTOCOL,
+                        f"{where} answers IPMI but not IPMI 2.0 / RMCP+; enable IPMI 2.0 on the BMC",
+                    )
+        except ConnectionRefusedError:
+            raise PowerError(
+                ErrorKind.UNREACHABLE,
+                f"{where} refused the connection (nothing listens on UDP {target.port})",
+            ) from None
+        except OSError as exc:
+            raise PowerError(ErrorKind.UNREACHABLE, f"{where}: {exc.strerror or exc}") from None
+    raise PowerError(
+        ErrorKind.UNREACHABLE,
+        f"no IPMI answer from {where} within {round(timeout, 1):g} s (check the address, port, network "
+        "and that IPMI over LAN is enabled)",
+    )
 
 
 class IpmiDriver(PowerDriver):
@@ -219,6 +277,14 @@ class IpmiDriver(PowerDriver):
                 f"{self.target.where}: an earlier operation on this BMC is still running",
             )
         box: dict[str, Any] = {"login": self._command is None}
+        if box["login"]:
+            # Only a BMC that answers goes to pyghmi: dead BMCs in pyghmi's shared I/O loop
+            # stall the logins of live ones in the same process (measured: bench/ipmi).
+            try:
+                probe(self.target, max(0.0, deadline - time.monotonic()))
+            except PowerError:
+                lock.release()
+                raise
 
         def work() -> None:
             try:

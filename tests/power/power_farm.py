@@ -146,5 +146,22 @@ def running_farm(directory: Path) -> Iterator[Farm]:
 
 
 def dead_port() -> int:
-    """A loopback UDP port nobody answers on."""
+    """A loopback UDP port nobody listens on (the kernel answers ICMP port unreachable)."""
     return free_udp_ports(1)
+
+
+@contextmanager
+def black_holes(count: int) -> Iterator[list[int]]:
+    """`count` loopback UDP ports that swallow packets and never answer, like a powered-off
+    BMC behind a switch (no ICMP error comes back). Closed on exit."""
+    base = free_udp_ports(count)
+    sockets = []
+    try:
+        for port in range(base, base + count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", port))
+        yield list(range(base, base + count))
+    finally:
+        for sock in sockets:
+            sock.close()

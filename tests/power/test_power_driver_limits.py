@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from power_farm import PASSWORD, Farm, dead_port, running_farm
+from power_farm import PASSWORD, Farm, black_holes, dead_port, running_farm
 
 from provisiond.power.base import BmcTarget, ErrorKind, PowerError
 from provisiond.power.fanout import PowerConfig, run_action
@@ -20,17 +21,46 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
         yield running
 
 
-def test_dead_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
+def test_silent_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
+    with black_holes(1) as [port]:
+        driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=1.5)
+        start = time.monotonic()
+        with pytest.raises(PowerError) as failed:
+            driver.status()
+        elapsed = time.monotonic() - start
+    assert failed.value.kind is ErrorKind.UNREACHABLE
+    assert f"no IPMI answer from 127.0.0.1:{port} within 1.5 s" in str(failed.value)
+    assert driver.attempts == 1  # unreachable is not retried
+    assert elapsed < 1.5 + 1.0  # the configured bound (plus scheduling), not pyghmi's 4-6 s
+
+
+def test_port_nobody_listens_on_fails_as_unreachable_at_once() -> None:
     port = dead_port()
-    driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=1.5)
-    start = time.monotonic()
+    driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=5)
     with pytest.raises(PowerError) as failed:
         driver.status()
-    elapsed = time.monotonic() - start
     assert failed.value.kind is ErrorKind.UNREACHABLE
-    assert f"127.0.0.1:{port}" in str(failed.value)
-    assert driver.attempts == 1  # unreachable is not retried: pyghmi already retransmitted
-    assert elapsed < 1.5 + 1.0  # the configured bound (plus thread hand-over), not pyghmi's 4-6 s
+    assert f"127.0.0.1:{port} refused" in str(failed.value)
+
+
+def test_unresolvable_bmc_name_is_unreachable_with_the_name() -> None:
+    driver = IpmiDriver(BmcTarget("n", "no-such-bmc.invalid", 623, "admin", PASSWORD), timeout=2)
+    with pytest.raises(PowerError) as failed:
+        driver.status()
+    assert failed.value.kind is ErrorKind.UNREACHABLE
+    assert "no-such-bmc.invalid" in str(failed.value)
+
+
+def test_silent_bmcs_do_not_stall_live_ones_in_the_same_worker(farm: Farm) -> None:
+    """pyghmi's pitfall: dead BMCs in its shared I/O loop stalled live logins. Not here."""
+    live = [port for port, _ in farm.start(20)]
+    with black_holes(60) as silent:
+        targets = [BmcTarget(f"live{p}", "127.0.0.1", p, "admin", PASSWORD) for p in live]
+        targets += [BmcTarget(f"dead{p}", "127.0.0.1", p, "admin", PASSWORD) for p in silent]
+        random.Random(7).shuffle(targets)
+        results = run_action(targets, "status", PowerConfig(timeout=1.5, concurrency=32, shard_size=100))
+    by_kind = {(r.name[:4], r.error_kind) for r in results}
+    assert by_kind == {("live", None), ("dead", "unreachable")}
 
 
 def test_busy_bmc_is_retried_with_backoff_then_succeeds(farm: Farm) -> None:

@@ -20,6 +20,7 @@ from provisiond.lab.vbmc import MemoryMachine
 from provisiond.power.base import BmcTarget, ErrorKind
 from provisiond.power.fanout import PowerConfig, shard
 from provisiond.power.ipmi import classify
+from provisiond.power.rmcp import ProbeError, auth_cap_request, check_auth_cap_response
 
 TARGET = BmcTarget("n1", "10.0.0.5", 623, "admin", "hunter2")
 
@@ -131,3 +132,32 @@ def test_power_config_rejects_nonsense_and_bounds_a_node() -> None:
     assert config.call_bound() == 3 * 2 + 0.5 + 1.0
     assert config.node_bound("status") == config.call_bound()
     assert config.node_bound("pxe-boot") == 4 * config.call_bound()
+
+
+def auth_cap_answer(sequence: int, ipmi20: bool = True, code: int = 0) -> bytes:
+    """A Get Channel Authentication Capabilities response as a BMC sends it (IPMI 1.5 wrapper)."""
+    data = bytes([1, 0x80 if ipmi20 else 0x04, 0x04, 0x02 if ipmi20 else 0, 0, 0, 0, 0])
+    head = bytes([0x81, 0x07 << 2])
+    body = bytes([0x20, sequence << 2, 0x38, code]) + data
+    message = head + bytes([(-sum(head)) & 0xFF]) + body + bytes([(-sum(body)) & 0xFF])
+    return bytes([6, 0, 0xFF, 7, 0]) + bytes(8) + bytes([len(message)]) + message
+
+
+def test_presence_probe_request_is_a_valid_ipmi_15_message() -> None:
+    packet = auth_cap_request(5)
+    assert packet[:4] == bytes([6, 0, 0xFF, 7])
+    message = packet[14:]
+    assert len(message) == packet[13]
+    assert sum(message[:3]) & 0xFF == 0 and sum(message[3:]) & 0xFF == 0  # both checksums
+    assert message[5] == 0x38 and message[6] == 0x8E  # channel E, IPMI 2.0 extended data
+
+
+def test_presence_probe_answer_checks() -> None:
+    assert check_auth_cap_response(auth_cap_answer(5), 5) is True
+    assert check_auth_cap_response(auth_cap_answer(5, ipmi20=False), 5) is False
+    with pytest.raises(ProbeError, match="sequence"):
+        check_auth_cap_response(auth_cap_answer(6), 5)
+    with pytest.raises(ProbeError, match="completion code"):
+        check_auth_cap_response(auth_cap_answer(5, code=0xC1), 5)
+    with pytest.raises(ProbeError):
+        check_auth_cap_response(b"garbage", 5)

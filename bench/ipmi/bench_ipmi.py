@@ -1,0 +1,152 @@
+"""IPMI fan-out benchmark: `power status` wall time over N virtual BMCs, provisiond vs ipmitool.
+
+provisiond: provisiond.power.run_action (pyghmi in sharded worker processes).
+Peer: one `ipmitool -I lanplus ... chassis power status` process per BMC, run with the same
+concurrency (what most provisioning tools do). Both talk to the same virtual BMCs, which run
+in separate processes (100 per process) on 127.0.0.1.
+
+    .venv/bin/python bench/ipmi/bench_ipmi.py --sizes 10 100 500 --dead 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from provisiond.power import BmcTarget, PowerConfig, run_action
+
+PASSWORD = "bench-pw"
+PER_PROCESS = 100
+
+
+def free_ports(count: int) -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free UDP port range")
+
+
+def start_bmcs(count: int, password_file: Path) -> tuple[list[int], list[subprocess.Popen]]:
+    """`count` virtual BMCs, PER_PROCESS per process; returns their ports and the processes."""
+    ports: list[int] = []
+    procs: list[subprocess.Popen] = []
+    left = count
+    while left:
+        n = min(left, PER_PROCESS)
+        base = free_ports(n)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "provisiond.lab.vbmc", "--port", str(base), "--count", str(n),
+             "--password-file", str(password_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the "listening" line (bounded by the process itself)
+        if "listening" not in line:
+            raise RuntimeError(f"virtual BMCs did not start: {line!r}")
+        ports += range(base, base + n)
+        left -= n
+    return ports, procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def bench_provisiond(ports: list[int], config: PowerConfig) -> tuple[float, int]:
+    targets = [BmcTarget(f"n{p}", "127.0.0.1", p, "admin", PASSWORD) for p in ports]
+    start = time.monotonic()
+    results = run_action(targets, "status", config)
+    return time.monotonic() - start, sum(r.ok for r in results)
+
+
+def bench_ipmitool(ports: list[int], password_file: Path, concurrency: int, timeout: float) -> tuple[float, int]:
+    tool = shutil.which("ipmitool")
+    if tool is None:
+        raise SystemExit("ipmitool is not installed (apt-get install ipmitool)")
+
+    def one(port: int) -> bool:
+        try:
+            out = subprocess.run(
+                [tool, "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", "admin",
+                 "-f", str(password_file), "-R", "1", "-N", str(max(1, int(timeout))),
+                 "chassis", "power", "status"],
+                capture_output=True, text=True, timeout=timeout * 4,
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return "Chassis Power is" in out.stdout
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        ok = sum(pool.map(one, ports))
+    return time.monotonic() - start, ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument("--dead", type=int, default=200, help="also time N dead BMCs (0: skip)")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--no-peer", action="store_true", help="skip ipmitool")
+    args = parser.parse_args()
+    config = PowerConfig(timeout=args.timeout, concurrency=args.concurrency)
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; concurrency {args.concurrency}, timeout {args.timeout:g} s")
+    print("| BMCs | provisiond (s) | ok | ipmitool (s) | ok | ipmitool / provisiond |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        password_file = Path(tmp) / "pw"
+        password_file.write_text(PASSWORD + "\n")
+        for size in args.sizes:
+            ports, procs = start_bmcs(size, password_file)
+            try:
+                ours, ours_ok = bench_provisiond(ports, config)
+                if args.no_peer:
+                    print(f"| {size} | {ours:.2f} | {ours_ok} | - | - | - |", flush=True)
+                    continue
+                peer, peer_ok = bench_ipmitool(ports, password_file, args.concurrency, args.timeout)
+                print(f"| {size} | {ours:.2f} | {ours_ok} | {peer:.2f} | {peer_ok} | {peer / ours:.1f}x |",
+                      flush=True)
+            finally:
+                stop(procs)
+        if args.dead:
+            base = free_ports(args.dead)
+            ports = list(range(base, base + args.dead))
+            ours, ours_ok = bench_provisiond(ports, config)
+            print(f"\n{args.dead} dead BMCs (nobody answers): provisiond {ours:.2f} s, "
+                  f"{args.dead - ours_ok} reported failed (bound per node {config.node_bound('status'):g} s)")
+
+
+if __name__ == "__main__":
+    main()
