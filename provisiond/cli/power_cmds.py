@@ -126,6 +126,7 @@ def _targets(nodes: list[Node], action: str) -> tuple[list[BmcTarget], list[Node
         targets.append(BmcTarget(
             name=node.hostname, address=node.bmc.address, port=node.bmc.port,
             username=node.bmc.username, password=password, uefi=node.uefi,
+            driver=node.bmc.driver,
         ))
     return targets, failures
 

@@ -48,6 +48,7 @@ class BmcTarget:
     username: str = ""
     password: str = field(default="", repr=False)
     uefi: bool = False
+    driver: str = "ipmi"  # the inventory's bmc.driver; picks the PowerDriver
 
     @property
     def key(self) -> tuple[str, int]:

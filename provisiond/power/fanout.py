@@ -60,7 +60,9 @@ class PowerConfig:
 
 
 def make_driver(target: BmcTarget, config: PowerConfig) -> PowerDriver:
-    """The driver for a target (only IPMI today; Redfish would be chosen here)."""
+    """The driver named by the target (the inventory's bmc.driver): only IPMI so far."""
+    if target.driver != "ipmi":
+        raise PowerError(ErrorKind.PROTOCOL, f"{target.where}: no {target.driver!r} power driver")
     from provisiond.power.ipmi import IpmiDriver
 
     return IpmiDriver(
@@ -98,7 +100,12 @@ def perform(driver: PowerDriver, action: str, uefi: bool = False) -> tuple[str, 
 def run_node(target: BmcTarget, action: str, config: PowerConfig) -> NodeResult:
     """One action on one node, never raising: failures become a NodeResult with the cause."""
     start = time.monotonic()
-    driver = make_driver(target, config)
+    try:
+        driver = make_driver(target, config)
+    except PowerError as exc:
+        return NodeResult(
+            name=target.name, action=action, ok=False, error_kind=str(exc.kind), message=exc.detail
+        )
     try:
         power, done = perform(driver, action, uefi=target.uefi)
         ok, kind, message = True, None, ""
