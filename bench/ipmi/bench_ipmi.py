@@ -5,7 +5,7 @@ Peer: one `ipmitool -I lanplus ... chassis power status` process per BMC, run wi
 concurrency (what most provisioning tools do). Both talk to the same virtual BMCs, which run
 in separate processes (100 per process) on 127.0.0.1.
 
-    .venv/bin/python bench/ipmi/bench_ipmi.py --sizes 10 100 500 --dead 200
+    .venv/bin/python bench/ipmi/bench_ipmi.py --sizes 10 100 500 --mix-live 100 --dead 200
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def bench_ipmitool(ports: list[int], password_file: Path, concurrency: int, time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
-    parser.add_argument("--dead", type=int, default=200, help="also time N dead BMCs (0: skip)")
+    parser.add_argument("--dead", type=int, default=200, help="silent BMCs in the mixed run (0: skip)")
+    parser.add_argument("--mix-live", type=int, default=100, help="live BMCs in the mixed run")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--no-peer", action="store_true", help="skip ipmitool")
@@ -141,12 +142,29 @@ def main() -> None:
             finally:
                 stop(procs)
         if args.dead:
+            # Live BMCs mixed with silent ones (bound UDP sockets that never answer, like
+            # powered-off BMCs behind a switch): the live ones must not be held up.
+            ports, procs = start_bmcs(args.mix_live, password_file)
             base = free_ports(args.dead)
-            ports = list(range(base, base + args.dead))
-            ours, ours_ok = bench_provisiond(ports, config)
-            print(f"\n{args.dead} dead BMCs (nobody answers): provisiond {ours:.2f} s, "
-                  f"{args.dead - ours_ok} reported failed (bound per node {config.node_bound('status'):g} s)")
-
+            holes = []
+            try:
+                for port in range(base, base + args.dead):
+                    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    holes.append(hole)
+                    hole.bind(("127.0.0.1", port))
+                mixed = ports + list(range(base, base + args.dead))
+                random.Random(1).shuffle(mixed)
+                ours, ours_ok = bench_provisiond(mixed, config)
+                line = f"| {args.mix_live} live + {args.dead} silent | {ours:.2f} | {ours_ok} |"
+                if args.no_peer:
+                    print(f"{line} - | - | - |", flush=True)
+                else:
+                    peer, peer_ok = bench_ipmitool(mixed, password_file, args.concurrency, args.timeout)
+                    print(f"{line} {peer:.2f} | {peer_ok} | {peer / ours:.1f}x |", flush=True)
+            finally:
+                for hole in holes:
+                    hole.close()
+                stop(procs)
 
 if __name__ == "__main__":
     main()
