@@ -481,8 +481,49 @@ def _validation_problems(
     return problems
 
 
-def _check_nodes(site: Site | None, nodes: list[tuple[int, Node]], lines: dict[Loc, int]) -> list[Problem]:
-    """Checks across nodes and against the site: duplicates, addresses, disks, BMC secrets."""
+def _duplicate_problems(raw_nodes: list[Any], lines: dict[Loc, int]) -> list[Problem]:
+    """Hostname, MAC, IP and BMC endpoint must be unique; checked on the raw entries so a
+    node with other errors still counts (compared in normalised form where it parses)."""
+
+    def key(field: str, raw: dict[str, Any]) -> str | None:
+        value = raw.get(field)
+        if field == "bmc":
+            if not isinstance(value, dict) or "address" not in value:
+                return None
+            return f"{value['address']}:{value.get('port', 623)}"
+        if value is None or isinstance(value, dict | list):
+            return None
+        if field == "mac":
+            try:
+                return normalize_mac(value)
+            except ValueError:
+                return None
+        return str(value).lower()
+
+    problems = []
+    first: dict[tuple[str, str], int] = {}
+    for index, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict):
+            continue
+        for field in ("hostname", "mac", "ip", "bmc"):
+            value = key(field, raw)
+            if value is None:
+                continue
+            earlier = first.setdefault((field, value), index)
+            if earlier != index:
+                loc = ("nodes", index, field)
+                line = _line_of(lines, ("nodes", earlier))
+                problems.append(Problem(_line_of(lines, loc), _dotted(loc),
+                                        f"duplicate {field} {value} (also nodes[{earlier}], line {line})"))
+    return problems
+
+
+def _check_nodes(site: Site | None, raw_nodes: list[Any], lines: dict[Loc, int], base_dir: Path) -> list[Problem]:
+    """Checks of each node against the site and its role: address, disk size, BMC secret.
+
+    Each check runs on the fields it needs, parsed on their own, so a node with an error in
+    one field still gets the other checks.
+    """
     from provisiond.layouts import LayoutError, plan_layout
 
     problems: list[Problem] = []
@@ -491,37 +532,42 @@ def _check_nodes(site: Site | None, nodes: list[tuple[int, Node]], lines: dict[L
         loc = ("nodes", index, *field.split("."))
         problems.append(Problem(_line_of(lines, loc), _dotted(loc), message))
 
-    first: dict[tuple[str, str], int] = {}
-    for index, node in nodes:
-        keys = {"hostname": node.hostname, "mac": node.mac, "ip": str(node.ip)}
-        if node.bmc is not None:
-            keys["bmc"] = node.bmc.endpoint
-        for field, value in keys.items():
-            earlier = first.setdefault((field, value), index)
-            if earlier != index:
-                line = _line_of(lines, ("nodes", earlier))
-                report(index, field, f"duplicate {field} {value} (also nodes[{earlier}], line {line})")
+    def parsed(parse: Any, value: Any) -> Any:
+        try:
+            return parse(value)
+        except (ValueError, TypeError, ValidationError):
+            return None
 
-        if site is not None:
-            reserved = {
-                site.server: "provisiond's own address (site.server)",
-                site.gateway: "the gateway (site.gateway)",
-                site.network.network_address: "the network address",
-                site.network.broadcast_address: "the broadcast address",
-            }
-            if node.ip not in site.network:
-                report(index, "ip", f"{node.ip} is outside the site network {site.network}")
-            elif node.ip in reserved:
-                report(index, "ip", f"{node.ip} is {reserved[node.ip]}")
+    for index, raw in enumerate(raw_nodes):
+        if not isinstance(raw, dict):
+            continue
+        ip = parsed(IPv4Address, raw.get("ip"))
+        if site is not None and ip is not None:
+            reserved = [
+                (site.server, "provisiond's own address (site.server)"),
+                (site.gateway, "the gateway (site.gateway)"),
+                (site.network.network_address, "the network address"),
+                (site.network.broadcast_address, "the broadcast address"),
+            ]
+            taken = " and ".join(what for address, what in reserved if address == ip)
+            if ip not in site.network:
+                report(index, "ip", f"{ip} is outside the site network {site.network}")
+            elif taken:
+                report(index, "ip", f"{ip} is {taken}")
 
-        if node.disk.size_bytes is not None:
+        role = parsed(lambda value: _choice(value, ROLES, "role"), raw.get("role"))
+        disk = parsed(DiskSpec.model_validate, raw.get("disk", {}))
+        firmware = parsed(lambda value: _choice(value, FIRMWARES, "firmware"), raw.get("firmware", "bios"))
+        if role and disk is not None and disk.size_bytes is not None and firmware:
             try:
-                plan_layout(node.role, node.disk.size_bytes, device=node.disk.device, uefi=node.uefi)
+                plan_layout(role, disk.size_bytes, device=disk.device, uefi=firmware == "uefi")
             except LayoutError as exc:
                 report(index, "disk.size", str(exc))
 
-        if node.bmc is not None and node.bmc.password_file is not None:
-            path = node.bmc.password_file
+        bmc = parsed(BmcSpec.model_validate, raw.get("bmc"))
+        if bmc is not None and bmc.password_file is not None:
+            path = bmc.resolved(base_dir).password_file
+            assert path is not None
             if not path.is_file():
                 report(index, "bmc.password_file", f"{path} does not exist (create it, mode 0600)")
             elif not os.access(path, os.R_OK):
@@ -599,11 +645,16 @@ def load_inventory(path: Path | str) -> Inventory:
             update["bmc"] = node.bmc.resolved(base_dir)
         parsed.append((index, node.model_copy(update=update)))
 
-    problems += _check_nodes(site, parsed, lines)
+    problems += _duplicate_problems(raw_nodes, lines)
+    problems += _check_nodes(site, raw_nodes, lines, base_dir)
     if problems or site is None:
         raise InventoryError(path, problems)
 
-    warnings = []
+    warnings = [
+        f"{node.hostname}: bmc.password_env {node.bmc.password_env} is not set here (power commands need it)"
+        for _, node in parsed
+        if node.bmc is not None and node.bmc.password_env and node.bmc.password_env not in os.environ
+    ]
     if site.root_password_hash is None and not site.ssh_authorized_keys:
         warnings.append(
             "site: neither root_password_hash nor ssh_authorized_keys is set: installed nodes "

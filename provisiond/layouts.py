@@ -152,11 +152,17 @@ def partition_name(device: str, number: int) -> str:
     return f"{base}p{number}" if base[-1:].isdigit() else f"{base}{number}"
 
 
-def _data_split(role: str, rest_mib: int) -> list[int]:
-    """How the rest of the disk is shared among the role's data volume groups (PV sizes)."""
+def _data_split(role: str, rest_mib: int, logical_last: bool) -> list[int]:
+    """How the rest of the disk is shared among the role's data volume groups (PV sizes).
+
+    The controller's nova-volumes gets half, rounded up to a whole 1000 MiB, but never so
+    much that vg_images would fall below its minimum.
+    """
     if role == "compute":
         return [rest_mib]
-    nova = -(-rest_mib // 2 // 1000) * 1000  # half, rounded up to a whole 1000 MiB
+    images_least = DATA_VG_MIN_MIB + PV_METADATA_MIB + (EBR_MIB if logical_last else 0)
+    half_up = -(-rest_mib // 2 // 1000) * 1000
+    nova = max(DATA_VG_MIN_MIB + PV_METADATA_MIB, min(half_up, rest_mib - images_least))
     return [nova, rest_mib - nova]
 
 
@@ -180,7 +186,7 @@ def minimum_disk_mib(role: str, uefi: bool = False) -> int:
     low, high = 0, 64 * DATA_VG_MIN_MIB
     while low < high:  # smallest rest for which every data VG reaches its minimum
         middle = (low + high) // 2
-        if _check_data_room(role, _data_split(role, middle), logical_last):
+        if _check_data_room(role, _data_split(role, middle, logical_last), logical_last):
             high = middle
         else:
             low = middle + 1
@@ -202,7 +208,7 @@ def plan_layout(role: str, disk_bytes: int | None, device: str = "sda", uefi: bo
     disk_mib = None if disk_bytes is None else disk_bytes // MIB
     data_pvs: list[int | None]
     if disk_mib is None:
-        data_pvs = [None] * len(_data_split(role, 0))
+        data_pvs = [None] * len(_data_split(role, 0, logical_last))
     else:
         needed = minimum_disk_mib(role, uefi)
         if disk_mib < needed:
@@ -211,7 +217,7 @@ def plan_layout(role: str, disk_bytes: int | None, device: str = "sda", uefi: bo
                 f"({needed * MIB / 1e9:.1f} GB), the disk has {disk_mib} MiB "
                 f"({disk_bytes / 1e9:.1f} GB)"
             )
-        data_pvs = list(_data_split(role, disk_mib - _fixed_mib(role, uefi)))
+        data_pvs = list(_data_split(role, disk_mib - _fixed_mib(role, uefi), logical_last))
 
     partitions: list[Partition] = []
     number = 0

@@ -22,3 +22,66 @@ def require_program(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (make test installs it from deps/apt/)")
     return path
+
+
+PAPER_COMPUTE_DISK = 250_059_350_016  # WD2502ABYS (Table 2): 488,397,168 sectors
+PAPER_CONTROLLER_DISK = 80_000_000_000  # an 80 GB disk (Table 3)
+
+SITE_YAML = """\
+site:
+  name: lab
+  domain: lab.example
+  network: 10.213.0.0/24
+  gateway: 10.213.0.1
+  dns: [10.213.0.1]
+  server: 10.213.0.1
+  os: debian12
+  ntp: [10.213.0.1, ntp.lab.example]
+  root_password_hash: $6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF.
+  ssh_authorized_keys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx operator@lab
+"""
+
+NODES_YAML = """\
+nodes:
+  - hostname: controller
+    mac: 52:54:00:10:00:10
+    role: controller
+    ip: 10.213.0.10
+    disk: {device: sda, size: 80G}
+    bmc: {address: 127.0.0.1, port: 6230, username: admin, password_file: bmc.pass}
+  - hostname: compute1
+    mac: 52:54:00:10:00:11
+    role: compute
+    ip: 10.213.0.11
+    disk: {device: sda, size: 488397168s}
+    bmc: {address: 127.0.0.1, port: 6231, username: admin, password_file: bmc.pass}
+  - hostname: compute2
+    mac: 52:54:00:10:00:12
+    role: compute
+    ip: 10.213.0.12
+    os: rocky9
+    disk: {device: sda, size: 250G}
+    bmc: {address: 127.0.0.1, port: 6232, username: admin, password_file: bmc.pass}
+"""
+
+
+@pytest.fixture
+def write_inventory(tmp_path: Path):
+    """Write an inventory (YAML text) next to a BMC password file; return its path."""
+
+    def write(text: str = SITE_YAML + NODES_YAML, name: str = "inventory.yaml") -> Path:
+        (tmp_path / "bmc.pass").write_text("secret-bmc-password\n")
+        (tmp_path / "bmc.pass").chmod(0o600)
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def inventory(write_inventory):
+    from provisiond.inventory import load_inventory
+
+    return load_inventory(write_inventory())

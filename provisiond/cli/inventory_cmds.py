@@ -53,11 +53,11 @@ def run_check(args: argparse.Namespace) -> int:
 def format_layout(layout: Layout) -> str:
     size = f"{layout.disk_mib} MiB" if layout.disk_mib else "size unknown: data volumes grow to fill it"
     lines = [f"{layout.role} layout on {layout.device} ({size}), {layout.label} label", "",
-             f"{'Device':<14}{'Size (MiB)':>11}  Mount point / volume  Type"]
+             f"{'Device':<14}{'Size (MiB)':>11}  {'Mount point / volume':<24}  Type"]
 
     def row(name: str, size_mib: int | None, where: str, kind: str) -> None:
         shown = "rest" if size_mib is None else str(size_mib)
-        lines.append(f"{name:<14}{shown:>11}  {where:<20}  {kind}")
+        lines.append(f"{name:<14}{shown:>11}  {where:<24}  {kind}")
 
     lines.append("LVM volume groups")
     for vg in layout.volume_groups:
