@@ -49,23 +49,31 @@ def free_ports(count: int) -> int:
 
 
 def start_bmcs(count: int, password_file: Path) -> tuple[list[int], list[subprocess.Popen]]:
-    """`count` virtual BMCs, PER_PROCESS per process; returns their ports and the processes."""
+    """`count` virtual BMCs, PER_PROCESS per process; returns their ports and the processes.
+
+    Their output goes to a log file next to the password file (a pipe nobody reads could fill
+    and block them).
+    """
     ports: list[int] = []
     procs: list[subprocess.Popen] = []
     left = count
     while left:
         n = min(left, PER_PROCESS)
         base = free_ports(n)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "provisiond.lab.vbmc", "--port", str(base), "--count", str(n),
-             "--password-file", str(password_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        log = password_file.parent / f"vbmc-{base}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "provisiond.lab.vbmc", "--port", str(base),
+                 "--count", str(n), "--password-file", str(password_file)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
         procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the "listening" line (bounded by the process itself)
-        if "listening" not in line:
-            raise RuntimeError(f"virtual BMCs did not start: {line!r}")
+        deadline = time.monotonic() + 30
+        while "listening" not in log.read_text():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop(procs)
+                raise RuntimeError(f"virtual BMCs did not start: {log.read_text()!r}")
+            time.sleep(0.05)
         ports += range(base, base + n)
         left -= n
     return ports, procs

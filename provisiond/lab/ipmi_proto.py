@@ -66,6 +66,27 @@ def open_session_status(request: bytes | bytearray) -> int:
     return RMCP_OK if proposal == SUITE_3 else RMCP_NO_CIPHER_SUITE_MATCH
 
 
+PAYLOAD_IPMI = 0x00
+PAYLOAD_OPEN_SESSION_REQUEST = 0x10
+
+
+def starts_conversation(packet: bytes | bytearray) -> bool:
+    """True for an RMCP/IPMI packet outside any session: a sessionless IPMI 1.5 or 2.0 request
+    (Get Channel Authentication Capabilities, Get Channel Cipher Suites) or an RMCP+ Open
+    Session Request. RAKP messages also carry session id 0 but belong to a session.
+    """
+    if len(packet) < 14:
+        return False
+    auth_type = packet[4]
+    if auth_type == 0x06:  # IPMI 2.0 / RMCP+ session header
+        payload = packet[5] & 0x3F
+        session_id = bytes(packet[6:10])
+        return payload == PAYLOAD_OPEN_SESSION_REQUEST or (
+            payload == PAYLOAD_IPMI and session_id == bytes(4)
+        )
+    return bytes(packet[9:13]) == bytes(4)  # IPMI 1.5 header: session id after the sequence
+
+
 @dataclass(frozen=True)
 class BootDevice:
     """A boot device override: which device, for the next boot only or for all, UEFI or BIOS."""

@@ -20,6 +20,7 @@ Run on its own (one or more BMCs on consecutive ports, each with its own in-memo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -45,7 +46,13 @@ from provisiond.lab.ipmi_proto import (
     decode_boot_flags,
     encode_boot_flags,
     open_session_status,
+    starts_conversation,
 )
+from provisiond.power import pyghmi_fixes
+
+pyghmi_fixes.apply()
+
+logger = logging.getLogger(__name__)
 
 PowerAction = Literal["on", "off", "soft", "reset"]
 
@@ -144,7 +151,36 @@ class MemoryMachine:
 
 
 class _VbmcSession(serversession.ServerSession):
-    """pyghmi's server session with honest cipher-suite negotiation and RAKP 2 errors."""
+    """pyghmi's server session with honest cipher-suite negotiation, RAKP 2 errors, and an end.
+
+    pyghmi routes a packet to a session by the client's address and port alone and never
+    forgets a session, so a new client that reuses an old client's UDP port (fan-out workers
+    come and go) was fed to the stale session and got no answer. Here a packet that starts a
+    conversation always goes to the BMC, and Close Session forgets the session.
+    """
+
+    def process_pktqueue(self) -> None:
+        while self.pktqueue:
+            packet = list(self.pktqueue.popleft())
+            data, sockaddr = bytearray(packet[0]), packet[1]
+            if not (data[:1] == b"\x06" and data[2:4] == b"\xff\x07"):
+                continue
+            if starts_conversation(data) or sockaddr not in ipmi_session.Session.bmc_handlers:
+                self._forget(sockaddr)
+                self.bmc.sessionless_data(bytes(data), sockaddr)
+                continue
+            packet[0] = data
+            self._handle_ipmi_packet(data, sockaddr=sockaddr, qent=packet)
+
+    def _forget(self, sockaddr: tuple) -> None:
+        handlers = ipmi_session.Session.bmc_handlers.get(sockaddr)
+        if handlers is not None and handlers.get(self.bmc.port) is self:
+            del handlers[self.bmc.port]
+            if not handlers:
+                del ipmi_session.Session.bmc_handlers[sockaddr]
+
+    def close_server_session(self) -> None:
+        self._forget(self.sockaddr)
 
     def create_open_session_response(self, request: bytearray) -> bytearray:
         status = open_session_status(request)
@@ -293,7 +329,10 @@ def serve(stop: threading.Event, poll: float = 0.5) -> None:
     pyghmi runs one I/O thread per process; one loop dispatches for all BMCs in it.
     """
     while not stop.is_set():
-        ipmi_session.Session.wait_for_rsp(timeout=poll)
+        try:
+            ipmi_session.Session.wait_for_rsp(timeout=poll)
+        except Exception:  # one bad packet or session must not take every BMC down
+            logger.exception("virtual BMC: error while handling a request (still serving)")
 
 
 def read_password(password_file: Path | None, password_env: str | None) -> str:

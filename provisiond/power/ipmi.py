@@ -26,8 +26,11 @@ from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
 from provisiond.lab.ipmi_proto import BOOT_DEVICES
+from provisiond.power import pyghmi_fixes
 from provisiond.power.base import BmcTarget, ErrorKind, PowerDriver, PowerError
 from provisiond.power.rmcp import ProbeError, auth_cap_request, check_auth_cap_response
+
+pyghmi_fixes.apply()
 
 T = TypeVar("T")
 

@@ -31,7 +31,9 @@ def test_silent_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
     assert failed.value.kind is ErrorKind.UNREACHABLE
     assert f"no IPMI answer from 127.0.0.1:{port} within 1.5 s" in str(failed.value)
     assert driver.attempts == 1  # unreachable is not retried
-    assert elapsed < 1.5 + 1.0  # the configured bound (plus scheduling), not pyghmi's 4-6 s
+    # The configured bound, with room for a loaded CI machine; pyghmi alone takes 4-6 s and,
+    # with the socket race, could hang for minutes.
+    assert elapsed < 1.5 + 3.0
 
 
 def test_port_nobody_listens_on_fails_as_unreachable_at_once() -> None:
@@ -113,7 +115,7 @@ def test_fanout_reports_every_node_with_its_own_cause(farm: Farm) -> None:
     targets.append(BmcTarget("wrongpw", "127.0.0.1", ports[0] + 0, "admin", "not-the-password"))
     targets.append(BmcTarget("ghost", "127.0.0.1", dead, "admin", PASSWORD))
     seen: list[str] = []
-    config = PowerConfig(timeout=2, shard_size=3, concurrency=4)
+    config = PowerConfig(timeout=5, shard_size=3, concurrency=4)
     results = run_action(targets, "pxe-boot", config, on_result=lambda r: seen.append(r.name))
     assert [r.name for r in results] == [t.name for t in targets]
     assert sorted(seen) == sorted(t.name for t in targets)
@@ -129,3 +131,13 @@ def test_fanout_reports_every_node_with_its_own_cause(farm: Farm) -> None:
     # A second provision finds the nodes on and power-cycles them into PXE again.
     again = run_action(targets[:6], "pxe-boot", config)
     assert all(r.ok and r.done == "one-time PXE (bios), power cycled" for r in again), again
+
+
+def test_repeated_fanouts_keep_working_as_client_ports_are_reused(farm: Farm) -> None:
+    """Each run has new worker processes and client ports; the BMCs must not cling to old
+    sessions (pyghmi's BMC side routed a reused client port to a stale session)."""
+    ports = [port for port, _ in farm.start(100)]
+    targets = [BmcTarget(f"n{p}", "127.0.0.1", p, "admin", PASSWORD) for p in ports]
+    for _ in range(3):
+        results = run_action(targets, "status", PowerConfig(timeout=5, concurrency=64))
+        assert [r.error_kind for r in results] == [None] * 100

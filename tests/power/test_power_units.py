@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from pyghmi.exceptions import IpmiException
 
@@ -15,6 +17,7 @@ from provisiond.lab.ipmi_proto import (
     encode_boot_flags,
     open_session_status,
     proposed_algorithms,
+    starts_conversation,
 )
 from provisiond.lab.vbmc import MemoryMachine
 from provisiond.power.base import BmcTarget, ErrorKind
@@ -161,3 +164,32 @@ def test_presence_probe_answer_checks() -> None:
         check_auth_cap_response(auth_cap_answer(5, code=0xC1), 5)
     with pytest.raises(ProbeError):
         check_auth_cap_response(b"garbage", 5)
+
+
+def test_starts_conversation_tells_new_conversations_from_session_traffic() -> None:
+    open_session = bytes([6, 0, 0xFF, 7, 6, 0x10]) + bytes(4) + bytes(4) + bytes([32, 0]) + bytes(32)
+    rakp1 = bytes([6, 0, 0xFF, 7, 6, 0x12]) + bytes(4) + bytes(4) + bytes([32, 0]) + bytes(32)
+    cipher_suites = bytes([6, 0, 0xFF, 7, 6, 0x00]) + bytes(4) + bytes(4) + bytes([8, 0]) + bytes(8)
+    in_session = bytes([6, 0, 0xFF, 7, 6, 0xC0]) + bytes([1, 2, 3, 4]) + bytes(4) + bytes([16, 0]) + bytes(16)
+    assert starts_conversation(auth_cap_request(1))
+    assert starts_conversation(open_session)
+    assert starts_conversation(cipher_suites)
+    assert not starts_conversation(rakp1)
+    assert not starts_conversation(in_session)
+    assert not starts_conversation(b"\x06\x00")
+
+
+def test_pyghmi_reads_never_toggle_a_socket_to_blocking_races() -> None:
+    """The I/O thread's read must neither block nor flip the mode a sender relies on."""
+    from pyghmi.ipmi.private import session
+
+    import provisiond.power.ipmi  # noqa: F401 (installs the fix)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(True)  # as pyghmi's _io_sendto leaves it
+        assert session._io_recvfrom(sock, 100) is None  # returns at once: nothing waiting
+        assert sock.getblocking()
+        sock.sendto(b"ping", sock.getsockname())
+        data, _ = session._io_recvfrom(sock, 100)
+        assert data == b"ping"
