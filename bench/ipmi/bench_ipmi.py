@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -94,7 +95,11 @@ def bench_provisiond(ports: list[int], config: PowerConfig) -> tuple[float, int]
     targets = [BmcTarget(f"n{p}", "127.0.0.1", p, "admin", PASSWORD) for p in ports]
     start = time.monotonic()
     results = run_action(targets, "status", config)
-    return time.monotonic() - start, sum(r.ok for r in results)
+    elapsed = time.monotonic() - start
+    failures = Counter(f"{r.error_kind}: {r.message}" for r in results if not r.ok)
+    for text, count in failures.most_common(3):
+        print(f"  ({count} x {text})", file=sys.stderr)
+    return elapsed, sum(r.ok for r in results)
 
 
 def bench_ipmitool(ports: list[int], password_file: Path, concurrency: int, timeout: float) -> tuple[float, int]:
