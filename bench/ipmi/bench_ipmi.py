@@ -96,9 +96,9 @@ def bench_provisiond(ports: list[int], config: PowerConfig) -> tuple[float, int]
     start = time.monotonic()
     results = run_action(targets, "status", config)
     elapsed = time.monotonic() - start
-    failures = Counter(f"{r.error_kind}: {r.message}" for r in results if not r.ok)
-    for text, count in failures.most_common(3):
-        print(f"  ({count} x {text})", file=sys.stderr)
+    failures = Counter(str(r.error_kind) for r in results if not r.ok)
+    for text, count in failures.most_common():
+        print(f"  ({count} failed: {text})", file=sys.stderr)
     return elapsed, sum(r.ok for r in results)
 
 

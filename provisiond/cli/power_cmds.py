@@ -74,7 +74,7 @@ def _selection_and_limits(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency", type=int, default=defaults.concurrency,
-        help=f"BMCs talked to at once (default {defaults.concurrency})",
+        help=f"IPMI sessions at once, in total (default {defaults.concurrency})",
     )
 
 

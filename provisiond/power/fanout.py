@@ -181,7 +181,10 @@ class _Worker:
 
 
 def _start_worker(part: list[BmcTarget], action: str, config: PowerConfig, threads: int) -> _Worker:
-    bound = WORKER_STARTUP + math.ceil(len(part) / threads) * config.node_bound(action)
+    # start-up, the shard-wide presence probe, then the waves of `threads` sessions
+    bound = (
+        WORKER_STARTUP + config.timeout + math.ceil(len(part) / threads) * config.node_bound(action)
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "provisiond.power.worker"],
         stdin=subprocess.PIPE,
