@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Literal
@@ -358,18 +359,30 @@ class Inventory:
     warnings: tuple[str, ...] = ()
 
     def node(self, hostname: str) -> Node:
-        for node in self.nodes:
-            if node.hostname == hostname.lower():
-                return node
-        known = ", ".join(node.hostname for node in self.nodes) or "none"
-        raise UserError(f"{hostname!r} is not in {self.path} (known nodes: {known})")
+        if hostname.lower() in self._by_hostname:
+            return self._by_hostname[hostname.lower()]
+        names = [node.hostname for node in self.nodes]
+        close = difflib.get_close_matches(hostname.lower(), names, n=3)
+        if close:
+            hint = "did you mean: " + ", ".join(close)
+        else:
+            more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+            hint = "known nodes: " + (", ".join(names[:8]) + more if names else "none")
+        raise UserError(f"{hostname!r} is not in {self.path} ({hint})")
+
+    @cached_property
+    def _by_mac(self) -> dict[str, Node]:
+        return {node.mac: node for node in self.nodes}
+
+    @cached_property
+    def _by_hostname(self) -> dict[str, Node]:
+        return {node.hostname: node for node in self.nodes}
 
     def by_mac(self, mac: str) -> Node | None:
         try:
-            wanted = normalize_mac(mac)
+            return self._by_mac.get(normalize_mac(mac))
         except ValueError:
             return None
-        return next((node for node in self.nodes if node.mac == wanted), None)
 
     def select(self, hostnames: Iterable[str] = (), role: str | None = None, all_nodes: bool = False) -> list[Node]:
         """Nodes picked on a command line: by name, by role, or all (in inventory order)."""
@@ -387,10 +400,9 @@ class Inventory:
 # -- loading ---------------------------------------------------------------------------------
 
 
-class _InventoryLoader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 numbers, so an unquoted MAC stays a string.
-
-    (Under YAML 1.1, 52:54:00:10:00:10 is the integer 41135076010.)
+class _InventoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's parser when present) without YAML 1.1's base-60 numbers, so an
+    unquoted MAC stays a string. (Under YAML 1.1, 52:54:00:10:00:10 is the integer 41135076010.)
     """
 
 

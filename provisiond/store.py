@@ -301,10 +301,19 @@ class Store:
             params.append(hostname)
         query += " ORDER BY id LIMIT ?"
         params.append(limit)
-        return [
-            Event(row["id"], row["ts"], row["hostname"], row["kind"], row["source"], json.loads(row["detail"]))
-            for row in self._conn().execute(query, params)
-        ]
+        return [self._event(row) for row in self._conn().execute(query, params)]
+
+    def latest_events(self) -> dict[str, Event]:
+        """Each node's most recent event (the "last event" column of status tables)."""
+        rows = self._conn().execute(
+            "SELECT * FROM events WHERE id IN "
+            "(SELECT MAX(id) FROM events WHERE hostname IS NOT NULL GROUP BY hostname)"
+        )
+        return {row["hostname"]: self._event(row) for row in rows}
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> Event:
+        return Event(row["id"], row["ts"], row["hostname"], row["kind"], row["source"], json.loads(row["detail"]))
 
     # -- per-node tokens ---------------------------------------------------------------------
     # A node's token is HMAC(site secret, "hostname:generation"). The store keeps only the
@@ -350,7 +359,9 @@ class Store:
         if not token:
             return False
         row = self._conn().execute("SELECT generation FROM tokens WHERE hostname = ?", (hostname,)).fetchone()
-        return row is not None and hmac.compare_digest(self._token(hostname, row[0]), token)
+        expected = self._token(hostname, row[0]).encode() if row is not None else b""
+        # Compared as bytes: compare_digest refuses non-ASCII str, and any token is a wrong one.
+        return row is not None and hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
     # -- DHCP leases -----------------------------------------------------------------------
 
@@ -363,6 +374,20 @@ class Store:
                 "expires = excluded.expires, updated = excluded.updated",
                 (mac, ip, hostname, expires, time.time()),
             )
+
+    def save_leases(self, leases: list[tuple[str, str, str | None, float]]) -> None:
+        """Save many (mac, ip, hostname, expires) in one transaction: the DHCP server's group
+        commit, so a burst of ACKs costs one commit instead of one each."""
+        now = time.time()
+        with self._tx() as conn:
+            for mac, ip, hostname, expires in leases:
+                conn.execute("DELETE FROM leases WHERE ip = ? AND mac != ?", (ip, mac))
+                conn.execute(
+                    "INSERT INTO leases (mac, ip, hostname, expires, updated) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, hostname = excluded.hostname, "
+                    "expires = excluded.expires, updated = excluded.updated",
+                    (mac, ip, hostname, expires, now),
+                )
 
     def release_lease(self, mac: str) -> bool:
         with self._tx() as conn:

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Boot-asset throughput over HTTP: provisiond's HTTP service (gunicorn gthread + sendfile, as
+`provisiond serve` runs it) against nginx (sendfile on), same file, same client, same run.
+
+    .venv/bin/python bench/serve/bench_http.py [--size-mib 64] [--rounds 5] [--parallel 4]
+
+Loopback only. Prints MiB/s for one client (sequential downloads) and for several clients at
+once, and the ratio provisiond/nginx. Both servers get one worker process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from provisiond.config import load_config
+from provisiond.serve import HttpProcess
+
+INVENTORY = """\
+site: {name: bench, domain: bench.example, network: 127.0.0.0/8, gateway: 127.0.0.1, server: 127.0.0.1, os: debian12}
+nodes:
+  - {hostname: n1, mac: '52:54:00:99:00:01', role: compute, ip: 127.0.0.11, disk: {device: vda, size: 40GiB}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def download(url: str) -> float:
+    """Seconds for one whole download with curl (the body goes to /dev/null)."""
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sSf", "-o", "/dev/null", url], check=True, timeout=120)
+    return time.perf_counter() - started
+
+
+def measure(url: str, size: int, rounds: int, parallel: int) -> tuple[float, float]:
+    download(url)  # warm the page cache and the server
+    one = min(download(url) for _ in range(rounds))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(download, [url] * (parallel * rounds)))
+    many = time.perf_counter() - started
+    mib = size / 2**20
+    return mib / one, mib * parallel * rounds / many
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    work = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    asset = work / "www" / "linux"
+    asset.parent.mkdir()
+    asset.write_bytes(os.urandom(args.size_mib * 2**20))
+    (work / "inventory.yaml").write_text(INVENTORY)
+    (work / "provisiond.toml").write_text(
+        f'[serve]\nhttp_port = {free_port()}\n[os.debian12]\nkernel = "{asset}"\ninitrd = "{asset}"\n')
+    config = load_config(work / "provisiond.toml").with_overrides(
+        inventory=work / "inventory.yaml", state_dir=work / "state")
+    ours = HttpProcess(config, [IPv4Address("127.0.0.1")], None, verbosity=0)
+    nginx_port = free_port()
+    (work / "nginx.conf").write_text(
+        f"worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; default_type application/octet-stream;\n"
+        f"  client_body_temp_path {work}; proxy_temp_path {work}; fastcgi_temp_path {work};\n"
+        f"  uwsgi_temp_path {work}; scgi_temp_path {work};\n"
+        f"  server {{ listen 127.0.0.1:{nginx_port}; root {asset.parent}; }} }}\n")
+    peer = subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work)])
+    try:
+        ours.start()
+        time.sleep(0.5)
+        results = {
+            "provisiond (gunicorn gthread, sendfile)": measure(
+                f"http://127.0.0.1:{config.http_port}/boot/debian12/linux",
+                asset.stat().st_size, args.rounds, args.parallel),
+            "nginx (sendfile)": measure(f"http://127.0.0.1:{nginx_port}/linux",
+                                        asset.stat().st_size, args.rounds, args.parallel),
+        }
+    finally:
+        ours.stop()
+        peer.send_signal(signal.SIGQUIT)
+        peer.wait(10)
+        shutil.rmtree(work)
+    print(f"{args.size_mib} MiB file over loopback, best of {args.rounds} (1 client) and "
+          f"{args.parallel} clients x {args.rounds} downloads:")
+    for name, (one, many) in results.items():
+        print(f"  {name:42s} 1 client {one:8.0f} MiB/s   {args.parallel} clients {many:8.0f} MiB/s")
+    (o1, om), (n1, nm) = results.values()
+    print(f"  ratio provisiond/nginx: 1 client {o1 / n1:.2f}, {args.parallel} clients {om / nm:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`provisiond serve`: run DHCP, TFTP and HTTP on the site network until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from provisiond.config import effective_config
+from provisiond.logs import setup_logging
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve", help="run the provisioning server (DHCP, TFTP, HTTP) until SIGTERM",
+        description="DHCP on IFACE, TFTP and HTTP on IFACE's address in the site network. "
+        "Options override provisiond.toml [serve].",
+    )
+    parser.add_argument("--interface", action="append", metavar="IFACE",
+                        help="interface on the site network, by name or by its address "
+                        "(repeat for several)")
+    parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
+    parser.add_argument("--http-port", type=int, metavar="N", help="HTTP port (default 8080)")
+    parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from provisiond.serve import Server
+
+    config = effective_config(args).with_overrides(
+        interfaces=tuple(args.interface) if args.interface else None,
+        tftp_root=args.tftp_root, http_port=args.http_port, tftp_port=args.tftp_port,
+    )
+    verbosity = max(1, args.verbose + 1)
+    setup_logging(verbosity)
+    return Server(config, verbosity=verbosity).run()

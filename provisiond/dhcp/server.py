@@ -1,0 +1,504 @@
+"""The DHCP server: one thread, sockets bound to one interface, around the pure policy.
+
+The thread reads a datagram, parses it (malformed ones are counted and dropped), looks up who
+the client is (inventory reservation, else the optional dynamic pool), asks `policy.decide`,
+records what must persist (lease, seen MAC, the node's `pxe` observation) and sends the reply.
+Nothing a client sends can stop the loop: every failure is counted and logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+
+from provisiond.dhcp.options import MessageType, Opt
+from provisiond.dhcp.packet import HTYPE_ETHERNET, DhcpPacket, MalformedPacket, build, parse
+from provisiond.dhcp.policy import (
+    PXE_PORT,
+    SERVER_PORT,
+    Action,
+    Assignment,
+    Decision,
+    Site,
+    decide,
+    is_netboot_client,
+)
+from provisiond.errors import UserError
+from provisiond.lifecycle import Source, State
+from provisiond.store import Store, UnknownNode
+
+log = logging.getLogger(__name__)
+
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+# How often the loop looks at the stop flag; bounds stop() and the offer/seen bookkeeping.
+POLL_SECONDS = 0.2
+OFFER_HOLD_SECONDS = 60.0
+SEEN_RECORD_INTERVAL = 60.0
+# Room for a burst (a rack powering on at once) while the thread writes a lease.
+# Not more: packets that wait longer than a client's retransmit timeout are wasted work.
+RECEIVE_BUFFER = 1024 * 1024
+# Datagrams served per group commit of their leases.
+BATCH = 64
+DISCOVER = bytes([MessageType.DISCOVER])
+
+LeaseRow = tuple[str, str, str | None, float]  # mac, ip, hostname, expires
+Outgoing = tuple[bytes, tuple[str, int], str]  # datagram, destination, client MAC
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str) -> IPv4Address:
+    return IPv4Address(text)
+
+
+@lru_cache(maxsize=65536)
+def _text(address: IPv4Address) -> str:
+    return str(address)
+
+
+class _Node(Protocol):
+    hostname: str
+    mac: str
+    ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A dynamic range for clients not in the inventory (discovery); off unless configured."""
+
+    first: IPv4Address
+    last: IPv4Address
+
+    @classmethod
+    def parse(cls, text: str) -> Pool:
+        try:
+            first, last = (IPv4Address(part.strip()) for part in text.split("-"))
+        except ValueError:
+            raise UserError(
+                f"dynamic pool {text!r} is not a range: write FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
+            ) from None
+        if last < first:
+            raise UserError(f"dynamic pool {text!r}: the last address is before the first")
+        return cls(first, last)
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, IPv4Address) and self.first <= address <= self.last
+
+    def addresses(self) -> range:
+        return range(int(self.first), int(self.last) + 1)
+
+
+def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
+    """The interface named `spec`, or holding address `spec`, with its IPv4 addresses (pyroute2).
+
+    Raises UserError when there is no such interface or address.
+    """
+    with IPRoute() as ipr:
+        try:
+            wanted = IPv4Address(spec)
+        except ValueError:
+            index = ipr.link_lookup(ifname=spec)
+        else:
+            index = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
+                     if a.get("IFA_ADDRESS") == str(wanted)]
+        if not index:
+            names = sorted(link.get("IFLA_IFNAME") for link in ipr.get_links())
+            raise UserError(
+                f"no interface {'has address' if '.' in spec else 'is named'} {spec!r} "
+                f"(interfaces here: {', '.join(names)}); give the interface on the site "
+                "network (or its address) with --interface"
+            )
+        name = ipr.get_links(index[0])[0].get("IFLA_IFNAME")
+        addresses = [
+            IPv4Interface(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}")
+            for addr in ipr.get_addr(index=index[0], family=socket.AF_INET)
+        ]
+    return name, addresses
+
+
+def choose_server_address(
+    interface: str, addresses: list[IPv4Interface], network: IPv4Network, preferred: IPv4Address,
+) -> IPv4Address:
+    """Our address on the site network: the inventory's `site.server` if the interface has it.
+
+    Refuses an interface with no address on the site network, so provisiond never answers on
+    a network the inventory does not describe.
+    """
+    on_site = [a.ip for a in addresses if a.ip in network]
+    if not on_site:
+        found = ", ".join(str(a) for a in addresses) or "no IPv4 address"
+        raise UserError(
+            f"interface {interface} is not on the site network {network} (it has {found}); "
+            "give the interface that is on that network, or fix site.network in the inventory"
+        )
+    if preferred in on_site:
+        return preferred
+    log.warning(
+        "site.server %s is not an address of %s; answering as %s", preferred, interface, on_site[0]
+    )
+    return on_site[0]
+
+
+class DhcpServer:
+    """DHCP for the inventory's nodes on one interface; `start()` returns at once."""
+
+    def __init__(
+        self, inventory: Any, store: Store, interface: str, http_port: int = 8080,
+        proxy: bool = False, *, pool: Pool | None = None, lease_time: int = 3600,
+    ) -> None:
+        self.inventory = inventory
+        self.store = store
+        self.interface = interface
+        self.http_port = http_port
+        self.proxy = proxy
+        self.pool = pool
+        self.lease_time = lease_time
+        self.stats: Counter[str] = Counter()
+        self.site: Site | None = None
+        self._nodes: dict[str, _Node] = {node.mac: node for node in inventory.nodes}
+        self._reserved = {node.ip for node in inventory.nodes}
+        self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
+        self._seen: dict[str, float] = {}
+        self._sockets: list[socket.socket] = []
+        self._pktinfo: list[tuple[int, int, bytes]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the interface, bind, clean up stale leases, and serve in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("DhcpServer already started")
+        site = self.inventory.site
+        try:
+            given = IPv4Address(self.interface)
+        except ValueError:
+            given = None
+        if given is not None and given not in site.network:
+            raise UserError(
+                f"address {given} is not on the site network {site.network}: give an address "
+                "(or interface) on that network with --interface"
+            )
+        self.interface, addresses = find_interface(self.interface)
+        server = choose_server_address(
+            self.interface, addresses, site.network, given or site.server
+        )
+        self._check_pool(site.network, server)
+        ntp = []
+        for name in getattr(site, "ntp_servers", None) or site.ntp or []:
+            try:
+                ntp.append(IPv4Address(name))
+            except ValueError:
+                log.info("NTP server %s is not an IPv4 address; option 42 carries addresses only", name)
+        self.site = Site(
+            server=server, network=site.network, gateway=site.gateway, dns=tuple(site.dns),
+            ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
+            http_port=self.http_port, proxy=self.proxy,
+        )
+        self._pktinfo = [
+            (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
+        ]
+        ports = (SERVER_PORT, PXE_PORT) if self.proxy else (SERVER_PORT,)
+        try:
+            self._sockets = [self._bind(port) for port in ports]
+        except BaseException:
+            self._close()
+            raise
+        self._load_leases()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"dhcp-{self.interface}", daemon=True)
+        self._thread.start()
+        log.info(
+            "DHCP%s serving %d nodes on %s as %s (ports %s)", " proxy" if self.proxy else "",
+            len(self._nodes), self.interface, server, ", ".join(map(str, ports)),
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and close the sockets; returns within about `timeout` seconds."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("DHCP thread did not stop within %.1f s", timeout)
+            self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
+            sock.bind(("0.0.0.0", port))
+        except PermissionError:
+            sock.close()
+            raise UserError(
+                f"cannot bind UDP port {port} on {self.interface}: needs root "
+                "(or CAP_NET_RAW and CAP_NET_BIND_SERVICE); run provisiond as root"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(
+                    f"UDP port {port} on {self.interface} is taken by another program "
+                    "(another DHCP server such as dnsmasq or kea?): stop it, or run provisiond "
+                    "with --proxy beside a server that sets SO_REUSEADDR"
+                ) from None
+            raise UserError(f"cannot bind UDP port {port} on {self.interface}: {exc.strerror}") from None
+        sock.setblocking(False)
+        return sock
+
+    def _check_pool(self, network: IPv4Network, server: IPv4Address) -> None:
+        if self.pool is None:
+            return
+        if self.pool.first not in network or self.pool.last not in network:
+            raise UserError(
+                f"dynamic pool {self.pool.first}-{self.pool.last} is not inside the site network "
+                f"{network}: choose a range on that network"
+            )
+        clash = sorted(a for a in self._reserved | {server} if a in self.pool)
+        if clash:
+            raise UserError(
+                f"dynamic pool {self.pool.first}-{self.pool.last} contains reserved addresses "
+                f"({', '.join(map(str, clash[:5]))}): choose a range without node or server addresses"
+            )
+
+    def _load_leases(self) -> None:
+        """Keep the leases that still hold; release those of removed nodes or changed addresses."""
+        for lease in self.store.leases():
+            node = self._nodes.get(lease.mac)
+            address = IPv4Address(lease.ip)
+            if node is not None and node.ip == address:
+                continue
+            if node is None and self.pool is not None and address in self.pool:
+                self._pool_owner[address] = (lease.mac, lease.expires)
+                continue
+            self.store.release_lease(lease.mac)
+            why = "address changed" if node is not None else "not in the inventory"
+            log.info("released lease %s for %s (%s)", lease.ip, lease.mac, why)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for sock in self._sockets:
+            selector.register(sock, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for key, _ in selector.select(POLL_SECONDS):
+                    self._drain(key.fileobj)  # type: ignore[arg-type]
+        finally:
+            selector.close()
+            self.store.close()
+
+    def _drain(self, sock: socket.socket) -> None:
+        """Serve the datagrams waiting on `sock`, a bounded batch at a time.
+
+        Group commit: the leases of a batch are saved in one transaction, and the replies
+        are sent only after that, so an ACK never goes out for a lease that is not stored.
+        """
+        port = sock.getsockname()[1]
+        while not self._stop.is_set():
+            batch: list[tuple[DhcpPacket, tuple[IPv4Address, int]]] = []
+            received = 0
+            while received < BATCH:
+                try:
+                    data, source = sock.recvfrom(4096)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("DHCP receive on %s failed: %s", self.interface, exc)
+                    break
+                received += 1
+                request = self._parse(data, source[0])
+                if request is not None:
+                    batch.append((request, (_address(source[0]), source[1])))
+            if received == 0:
+                return
+            # Under a backlog, finish the exchanges in progress (REQUEST) before starting new
+            # ones (DISCOVER): a late ACK makes the client start over, wasting both.
+            batch.sort(key=lambda item: item[0].options[Opt.MESSAGE_TYPE] == DISCOVER)
+            outbox: list[Outgoing] = []
+            leases: list[LeaseRow] = []
+            for request, source in batch:
+                try:
+                    self._handle(request, source, port, outbox, leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: failed to answer %s from %s; still serving",
+                                  request.mac, source[0])
+            if leases:
+                try:
+                    self.store.save_leases(leases)
+                except Exception:
+                    self.stats["errors"] += 1
+                    log.exception("DHCP: could not store %d leases; their ACKs are not sent",
+                                  len(leases))
+                    unsaved = {mac for mac, *_ in leases}
+                    outbox = [item for item in outbox if item[2] not in unsaved]
+            for data, destination, _mac in outbox:
+                try:
+                    # IP_PKTINFO sets the source address to our server id, which matters when
+                    # the interface has several addresses (relays check where replies are from).
+                    sock.sendmsg([data], self._pktinfo, 0, destination)
+                except OSError as exc:
+                    self.stats["errors"] += 1
+                    log.warning("sending to %s:%d failed: %s", *destination, exc)
+
+    def _parse(self, data: bytes, source: str) -> DhcpPacket | None:
+        self.stats["received"] += 1
+        try:
+            request = parse(data)
+        except MalformedPacket as exc:
+            self.stats["malformed"] += 1
+            log.debug("dropped malformed packet from %s: %s", source, exc)
+            return None
+        if request.htype != HTYPE_ETHERNET:
+            self.stats["ignored"] += 1
+            log.debug("ignored hardware type %d from %s", request.htype, source)
+            return None
+        return request
+
+    def _handle(
+        self, request: DhcpPacket, source: tuple[IPv4Address, int], port: int,
+        outbox: list[Outgoing], leases: list[LeaseRow],
+    ) -> None:
+        assert self.site is not None
+        who = self._assignment(request)
+        decision = decide(request, who, self.site, port=port, source=source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
+                      source[0], decision.reason, decision.action)
+        self.stats[decision.action.value] += 1
+        self._record(request, who, decision, leases)
+        if decision.reply is None or decision.destination is None:
+            return
+        try:
+            reply = build(decision.reply, request.max_message_size)
+        except ValueError as exc:
+            self.stats["errors"] += 1
+            log.warning("reply to %s not sent: %s", request.mac, exc)
+            return
+        address, dport = decision.destination
+        outbox.append((reply, (_text(address), dport), request.mac))
+
+    # -- who is the client, and what to remember ------------------------------------------
+
+    def _assignment(self, request: DhcpPacket) -> Assignment | None:
+        node = self._nodes.get(request.mac)
+        if node is not None:
+            # The netboot flag lives in the store (the HTTP service turns it off when an install
+            # ends), so it is read per request, and only for boot clients: it changes nothing
+            # for an OS's DHCP client.
+            netboot = False
+            if is_netboot_client(request):
+                record = self.store.node_by_mac(request.mac)
+                netboot = bool(record and record.netboot)
+            return Assignment(node.ip, node.hostname, netboot=netboot)
+        if self.pool is None or self.proxy:
+            self._record_seen(request)
+            return None
+        address = self._pool_address(request)
+        if address is None:
+            log.warning("dynamic pool %s-%s is full", self.pool.first, self.pool.last)
+        self._record_seen(request)
+        return None if address is None else Assignment(address)
+
+    def _pool_address(self, request: DhcpPacket) -> IPv4Address | None:
+        """The client's pool address: its own lease, else the one it asks for, else a free one."""
+        assert self.pool is not None
+        now = time.time()
+        mac = request.mac
+        owned = next((ip for ip, (owner, _) in self._pool_owner.items() if owner == mac), None)
+        if owned is not None:
+            return owned
+        if request.message_type is not MessageType.DISCOVER:
+            return None  # a REQUEST for an address we never offered: not ours to answer
+
+        def free(ip: IPv4Address) -> bool:
+            holder = self._pool_owner.get(ip)
+            return holder is None or holder[1] < now
+
+        wanted = request.requested_ip
+        choice = wanted if wanted in self.pool and free(wanted) else None  # type: ignore[operator]
+        if choice is None:
+            choice = next((IPv4Address(i) for i in self.pool.addresses() if free(IPv4Address(i))), None)
+        if choice is not None:
+            stale = self._pool_owner.pop(choice, None)
+            if stale is not None:
+                self.store.release_lease(stale[0])
+            self._pool_owner[choice] = (mac, now + OFFER_HOLD_SECONDS)
+        return choice
+
+    def _record_seen(self, request: DhcpPacket) -> None:
+        """Remember a MAC that is not in the inventory (at most once a minute per MAC)."""
+        now = time.monotonic()
+        if now - self._seen.get(request.mac, -SEEN_RECORD_INTERVAL) < SEEN_RECORD_INTERVAL:
+            return
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        self._seen[request.mac] = now
+        detail: dict[str, Any] = {"interface": self.interface, "message": request.message_type.name}
+        if request.vendor_class:
+            detail["vendor_class"] = request.vendor_class
+        if request.client_archs:
+            detail["arch"] = list(request.client_archs)
+        if request.hostname:
+            detail["hostname"] = request.hostname
+        if request.giaddr != IPv4Address(0):
+            detail["relay"] = str(request.giaddr)
+        self.store.record_seen(request.mac, detail)
+
+    def _record(
+        self, request: DhcpPacket, who: Assignment | None, decision: Decision,
+        leases: list[LeaseRow],
+    ) -> None:
+        mac = request.mac
+        hostname = who.hostname if who else None
+        if decision.lease is not None:
+            expires = time.time() + self.lease_time
+            leases.append((mac, _text(decision.lease), hostname, expires))
+            if self.pool is not None and decision.lease in self.pool:
+                self._pool_owner[decision.lease] = (mac, expires)
+        if decision.action in (Action.RELEASE, Action.DECLINE):
+            self.store.release_lease(mac)
+            for ip, (owner, _) in list(self._pool_owner.items()):
+                if owner == mac:
+                    del self._pool_owner[ip]
+            if decision.action is Action.DECLINE:
+                if who is not None and self.pool is not None and who.ip in self.pool:
+                    # Someone else uses it: keep it out of the pool for a lease time.
+                    self._pool_owner[who.ip] = ("declined", time.time() + self.lease_time)
+                log.warning("%s (%s) declined %s: %s", mac, hostname or "pool", who and who.ip,
+                            decision.reason)
+                self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
+                                     {"mac": mac, "ip": str(who.ip) if who else None})
+        if decision.boot_file and hostname and (
+            decision.action is Action.ACK or (self.proxy and decision.reply is not None)
+        ):
+            try:
+                self.store.try_transition(hostname, State.PXE, Source.DHCP,
+                                          detail={"boot_file": decision.boot_file})
+            except UnknownNode:
+                log.warning("node %s is not in the store: run `provisiond serve` (it syncs the "
+                            "inventory) so its state can be followed", hostname)

@@ -1,0 +1,139 @@
+"""The HTTP service: boot scripts, installer answers, boot assets, callbacks and the JSON API.
+
+`create_app` builds the Flask application around one Context (inventory, store, config,
+boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
+(kickstart/preseed), `api` (nodes, events, callbacks, operator actions, OpenAPI). It is
+served by gunicorn (see provisiond.serve), never by Flask's development server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, Response, abort, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from provisiond.bootfiles import BootFiles
+from provisiond.config import Config
+from provisiond.errors import UserError
+from provisiond.inventory import Inventory, Node, load_inventory
+from provisiond.logs import log_event
+from provisiond.render import Renderer
+from provisiond.store import Store
+
+log = logging.getLogger("provisiond.http")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+
+
+@dataclass
+class Context:
+    """What every request handler needs; one per application."""
+
+    config: Config
+    inventory: Inventory
+    store: Store
+    boot: BootFiles
+    renderer: Renderer
+    operator_token: str
+    base_url: str | None = None
+    instance: str = ""
+
+    def url_base(self) -> str:
+        """The server's base URL as nodes reach it (configured, else from the request's Host,
+        which then must be a plain host[:port]: it is written into boot scripts)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if not _HOST.match(request.host):
+            abort(400, description="the Host header is not a host name or address with a port")
+        return request.host_url.rstrip("/")
+
+
+def operator_token(path: Path) -> str:
+    """The operator token (created 0600 on first use); the CLI reads the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x") as handle:
+            path.chmod(0o600)
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+def ctx() -> Context:
+    return current_app.extensions["provisiond"]
+
+
+def node_or_404(hostname: str) -> Node:
+    """The inventory node by host name (any case), or a 404 that names the problem."""
+    try:
+        return ctx().inventory.node(hostname)
+    except UserError:
+        abort(404, description=f"{hostname} is not in the inventory")
+
+
+def create_app(
+    config: Config,
+    inventory: Inventory | None = None,
+    store: Store | None = None,
+    base_url: str | None = None,
+    instance: str = "",
+) -> Flask:
+    """Build the application. Inventory and store default to the config's paths; `instance`
+    is echoed by the health check so `serve` knows it reached its own child."""
+    inventory = inventory if inventory is not None else load_inventory(config.inventory)
+    store = store if store is not None else Store.in_state_dir(config.state_dir)
+    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
+    app = Flask("provisiond", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.extensions["provisiond"] = Context(
+        config=config, inventory=inventory, store=store,
+        boot=BootFiles(inventory, store, config, base_url or ""),
+        renderer=Renderer(inventory, list(config.templates)), operator_token=operator_token(config.operator_token_file),
+        base_url=base_url, instance=instance,
+    )
+
+    from provisiond.http import api, boot, install
+
+    app.register_blueprint(boot.bp)
+    app.register_blueprint(install.bp)
+    app.register_blueprint(api.bp)
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _log(response: Response) -> Response:
+        log_event(
+            log, "http", method=request.method, path=request.path, status=response.status_code,
+            peer=request.remote_addr or "", bytes=response.content_length or 0,
+            ms=round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+        )
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int] | Response:
+        """JSON errors for the API, plain text for firmware and installers."""
+        code = exc.code or 500
+        if request.path.startswith("/api/"):
+            body = jsonify(error=exc.name, detail=exc.description)
+        else:
+            body = Response(f"{code} {exc.name}: {exc.description}\n", mimetype="text/plain")
+        response = exc.get_response()
+        for key, value in response.headers.items():
+            if key.lower() not in ("content-type", "content-length"):
+                body.headers[key] = value
+        return body, code
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error="Internal Server Error", detail="see the server log"), 500
+
+    return app

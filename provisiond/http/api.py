@@ -1,0 +1,122 @@
+"""API blueprint: nodes and events as JSON, installer callbacks, operator actions, OpenAPI.
+
+Reads are open (no secrets in them). Callbacks need the node's own current token; operator
+actions need the operator token. Authentication runs before anything is read or changed, so
+a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+
+from provisiond.client import event_json, node_json, set_netboot
+from provisiond.http import ctx, node_or_404
+from provisiond.http.auth import require_node, require_operator
+from provisiond.http.openapi import document
+from provisiond.lifecycle import IllegalTransition, Source, State
+from provisiond.logs import log_event
+from provisiond.store import UnknownNode
+
+bp = Blueprint("api", __name__)
+log = logging.getLogger("provisiond.http")
+
+CALLBACKS = ("install-started", "install-finished")
+MAX_EVENTS = 1000
+MAX_EVENT_ID = 2**62
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="expected a JSON object body (Content-Type: application/json)")
+    return body
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())
+
+
+@bp.get("/api/v1/health")
+def health() -> Response:
+    return jsonify(status="ok", schema=ctx().store.schema_version, instance=ctx().instance)
+
+
+@bp.get("/api/v1/nodes")
+def nodes() -> Response:
+    context, now = ctx(), time.time()
+    latest = context.store.latest_events()
+    records = {record.hostname: record for record in context.store.nodes()}
+    return jsonify(nodes=[
+        node_json(node, records[node.hostname], latest.get(node.hostname), now)
+        for node in context.inventory.nodes if node.hostname in records
+    ])
+
+
+@bp.get("/api/v1/nodes/<string:hostname>")
+def node(hostname: str) -> Response:
+    context, item = ctx(), node_or_404(hostname)
+    try:
+        record = context.store.node(item.hostname)
+    except UnknownNode:
+        abort(404, description=f"{hostname} is not in the store yet (restart serve to sync)")
+    return jsonify(node_json(item, record, context.store.latest_events().get(item.hostname), time.time()))
+
+
+@bp.get("/api/v1/events")
+def events() -> Response:
+    since_text = request.args.get("since", "0")
+    limit_text = request.args.get("limit", str(MAX_EVENTS))
+    if not since_text.isdigit() or not limit_text.isdigit():
+        abort(400, description="since and limit must be non-negative integers (event ids/counts)")
+    since, limit = int(since_text), int(limit_text)
+    if since > MAX_EVENT_ID or limit > MAX_EVENTS:
+        abort(400, description=f"since is at most {MAX_EVENT_ID}, limit at most {MAX_EVENTS}")
+    host = request.args.get("host")
+    if host is not None:
+        host = node_or_404(host).hostname
+    items = ctx().store.events(since=since, hostname=host, limit=limit)
+    return jsonify(events=[event_json(event) for event in items],
+                   last_id=items[-1].id if items else since)
+
+
+@bp.post("/api/v1/nodes/<string:hostname>/events")
+def callback(hostname: str) -> tuple[Response, int] | Response:
+    """Installer callbacks; `install-finished` turns netboot off so the node boots local."""
+    item = node_or_404(hostname)
+    require_node(item.hostname)
+    body = _json_body()
+    kind = body.get("event")
+    if kind not in CALLBACKS:
+        abort(400, description=f"event must be one of {', '.join(CALLBACKS)}, got {kind!r}")
+    store, peer = ctx().store, request.remote_addr or ""
+    target = State.INSTALLING if kind == "install-started" else State.INSTALLED
+    if kind == "install-finished" and store.node(item.hostname).netboot:
+        # First, whatever the state: a finished installer must never be netbooted again.
+        store.set_netboot(item.hostname, False, Source.HTTP)
+    try:
+        record = store.transition(item.hostname, target, Source.HTTP,
+                                  detail={"callback": kind, "peer": peer})
+    except IllegalTransition as exc:
+        log_event(log, "callback-refused", host=item.hostname, callback=kind, reason=str(exc))
+        abort(409, description=f"{kind} for {item.hostname}: {exc}")
+    log_event(log, "callback", host=item.hostname, callback=kind, peer=peer,
+              state=record.state.value)
+    return jsonify(hostname=item.hostname, state=record.state.value, netboot=record.netboot)
+
+
+@bp.put("/api/v1/nodes/<string:hostname>/netboot")
+def netboot(hostname: str) -> Response:
+    """Operator: netboot on (a fresh token for the next install: older ones go stale) or off."""
+    item = node_or_404(hostname)
+    require_operator()
+    enabled = _json_body().get("enabled")
+    if not isinstance(enabled, bool):
+        abort(400, description='expected {"enabled": true|false}')
+    record = set_netboot(ctx().store, item.hostname, enabled, Source.OPERATOR)
+    log_event(log, "netboot", host=item.hostname, enabled=enabled)
+    return jsonify(hostname=item.hostname, state=record.state.value, netboot=record.netboot)

@@ -1,0 +1,49 @@
+"""Bearer tokens: node tokens for callbacks, the operator token for mutating endpoints."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import abort, request
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
+
+from provisiond.http import ctx
+
+
+def bearer_token() -> str | None:
+    """The bearer token, or None. A token with non-ASCII characters cannot be valid (and
+    hmac.compare_digest refuses such strings), so it reads as an empty, wrong token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    value = value.strip()
+    return value if value.isascii() else ""
+
+
+def is_operator(token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(token or "", ctx().operator_token)
+
+
+def require_operator() -> None:
+    """401 without a token, 403 with a wrong one (no state is touched before this passes)."""
+    token = bearer_token()
+    if token is None:
+        raise Unauthorized(description="this endpoint needs the operator token "
+                           "(Authorization: Bearer <state-dir>/operator.token)",
+                           www_authenticate=WWWAuthenticate("bearer"))
+    if not is_operator(token):
+        abort(403, description="the operator token is wrong")
+
+
+def require_node(hostname: str) -> None:
+    """The node's own current token; another node's or a stale one is refused."""
+    token = bearer_token()
+    if token is None:
+        raise Unauthorized(description=f"callbacks for {hostname} need its node token "
+                           "(Authorization: Bearer <token from its kickstart/preseed>)",
+                           www_authenticate=WWWAuthenticate("bearer"))
+    if not (token and ctx().store.verify_token(hostname, token)):
+        abort(403, description=f"the token is not {hostname}'s current token "
+                               "(another node's, or stale after a reinstall)")

@@ -1,0 +1,50 @@
+"""Install blueprint: the rendered kickstart (`/ks/<host>`) and preseed (`/preseed/<host>`).
+
+These pages carry the node's callback token, so each is served only to that node (its
+inventory address or its current DHCP lease) or to the operator (operator token). A fetch
+by the node itself is the sign that its installer runs: the node moves to `installing`.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, request
+
+from provisiond.http import ctx, node_or_404
+from provisiond.http.auth import bearer_token, is_operator
+from provisiond.lifecycle import Source, State
+from provisiond.render import ServerInfo
+
+bp = Blueprint("install", __name__)
+
+
+def _serve(hostname: str, kind: str) -> Response:
+    node = node_or_404(hostname)
+    context = ctx()
+    peer = request.remote_addr or ""
+    lease = context.store.lease_for(node.mac)
+    own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
+    operator = is_operator(bearer_token())
+    if not (own or operator):
+        abort(403, description=f"the {kind} of {node.hostname} is served only to that node "
+                               f"({node.ip}) or with the operator token; {peer} is neither")
+    actual, text = context.renderer.install_config(
+        node, ServerInfo(url=context.url_base(), token=context.store.current_token(node.hostname))
+    )
+    if actual != kind:
+        abort(404, description=f"{node.hostname} installs {node.os_name}, which uses a {actual}, "
+                               f"not a {kind}")
+    if own and not operator:
+        context.store.try_transition(
+            node.hostname, State.INSTALLING, Source.HTTP, detail={"fetched": kind, "peer": peer}
+        )
+    return Response(text, mimetype="text/plain")
+
+
+@bp.get("/ks/<string:hostname>")
+def kickstart(hostname: str) -> Response:
+    return _serve(hostname, "kickstart")
+
+
+@bp.get("/preseed/<string:hostname>")
+def preseed(hostname: str) -> Response:
+    return _serve(hostname, "preseed")

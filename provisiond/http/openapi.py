@@ -1,0 +1,177 @@
+"""The OpenAPI 3 description of the HTTP service, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisiond import __version__
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _binary(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+
+
+_HOST = {"name": "hostname", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "node host name as in the inventory"}
+_NODE_STATE = {
+    "description": "the node after the change",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["hostname", "state", "netboot"],
+        "properties": {"hostname": {"type": "string"},
+                       "state": {"$ref": "#/components/schemas/State"},
+                       "netboot": {"type": "boolean"}},
+    }}},
+}
+_ASSET_RESPONSES = {
+    "200": _binary("the whole file"),
+    "206": _binary("the requested byte range (Range: bytes=a-b)"),
+    "404": _text("no such asset configured"),
+    "416": {"description": "the range lies outside the file"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "State": {"type": "string", "enum": ["new", "powering-on", "pxe", "installing", "installed",
+                                         "configuring", "ready", "failed"]},
+    "Error": {"type": "object", "required": ["error", "detail"],
+              "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
+    "Event": {
+        "type": "object", "required": ["id", "ts", "host", "kind", "source", "detail"],
+        "properties": {
+            "id": {"type": "integer"}, "ts": {"type": "number", "description": "Unix time"},
+            "host": {"type": ["string", "null"]}, "kind": {"type": "string", "examples": ["state:pxe"]},
+            "source": {"type": "string", "enum": ["dhcp", "tftp", "http", "ipmi", "agent",
+                                                   "operator", "timer"]},
+            "detail": {"type": "object"},
+        },
+    },
+    "Node": {
+        "type": "object",
+        "required": ["hostname", "mac", "ip", "role", "os", "firmware", "state", "state_since",
+                     "age_seconds", "netboot", "reason", "last_event"],
+        "properties": {
+            "hostname": {"type": "string"}, "mac": {"type": "string"}, "ip": {"type": "string"},
+            "role": {"type": "string", "enum": ["controller", "compute"]},
+            "os": {"type": "string"}, "firmware": {"type": "string", "enum": ["bios", "uefi"]},
+            "state": {"$ref": "#/components/schemas/State"},
+            "state_since": {"type": "number"}, "age_seconds": {"type": "number"},
+            "netboot": {"type": "boolean"}, "reason": {"type": ["string", "null"]},
+            "last_event": {"oneOf": [{"$ref": "#/components/schemas/Event"}, {"type": "null"}]},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """The whole document (a fresh dict each call, so callers may change it)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "provisiond", "version": __version__,
+                 "description": "PXE boot scripts, installer answers and callbacks, node state."},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "nodeToken": {"type": "http", "scheme": "bearer",
+                              "description": "the node's token from its own kickstart/preseed"},
+                "operatorToken": {"type": "http", "scheme": "bearer",
+                                  "description": "contents of <state-dir>/operator.token"},
+            },
+        },
+        "paths": {
+            "/api/openapi.json": {"get": {"summary": "this document",
+                                          "responses": {"200": {"description": "OpenAPI 3.1",
+                                                                "content": {"application/json": {}}}}}},
+            "/api/v1/health": {"get": {"summary": "liveness", "responses": {"200": {
+                "description": "serving", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["status"],
+                    "properties": {"status": {"const": "ok"}, "schema": {"type": "integer"},
+                                   "instance": {"type": "string"}}}}}}}}},
+            "/api/v1/nodes": {"get": {"summary": "all nodes with state and last event",
+                                      "responses": {"200": {"description": "nodes", "content": {
+                                          "application/json": {"schema": {
+                                              "type": "object", "required": ["nodes"],
+                                              "properties": {"nodes": {"type": "array", "items": {
+                                                  "$ref": "#/components/schemas/Node"}}}}}}}}}},
+            "/api/v1/nodes/{hostname}": {"get": {
+                "summary": "one node", "parameters": [_HOST],
+                "responses": {"200": {"description": "the node", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Node"}}}},
+                    "404": _error("not in the inventory")}}},
+            "/api/v1/nodes/{hostname}/events": {"post": {
+                "summary": "installer callback (install-started, install-finished)",
+                "description": "install-finished turns netboot off: the next PXE boot is local.",
+                "parameters": [_HOST], "security": [{"nodeToken": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["event"],
+                    "properties": {"event": {"type": "string",
+                                             "enum": ["install-started", "install-finished"]}}}}}},
+                "responses": {"200": _NODE_STATE, "400": _error("bad body"),
+                              "401": _error("no token"),
+                              "403": _error("another node's or a stale token"),
+                              "404": _error("not in the inventory"),
+                              "409": _error("the state machine does not allow it now")}}},
+            "/api/v1/nodes/{hostname}/netboot": {"put": {
+                "summary": "operator: netboot on (new token, old ones stale) or off",
+                "parameters": [_HOST], "security": [{"operatorToken": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["enabled"],
+                    "properties": {"enabled": {"type": "boolean"}}}}}},
+                "responses": {"200": _NODE_STATE, "400": _error("bad body"),
+                              "401": _error("no token"), "403": _error("wrong token"),
+                              "404": _error("not in the inventory")}}},
+            "/api/v1/events": {"get": {
+                "summary": "events after an id (poll with since=last_id)",
+                "parameters": [
+                    {"name": "since", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
+                    {"name": "limit", "in": "query",
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+                    {"name": "host", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "events, oldest first", "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["events", "last_id"],
+                        "properties": {"events": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/Event"}},
+                            "last_id": {"type": "integer"}}}}}},
+                    "400": _error("since/limit not an integer in range"),
+                    "404": _error("host not in the inventory")}}},
+            "/boot/{mac}.ipxe": {"get": {
+                "summary": "iPXE script: install while netboot is on, boot local when off",
+                "parameters": [{"name": "mac", "in": "path", "required": True,
+                                "schema": {"type": "string"},
+                                "description": "aa:bb:cc:dd:ee:ff (dashes, upper case accepted)"}],
+                "responses": {"200": _text("iPXE script"), "404": _text("unknown MAC")}}},
+            "/boot/{name}": {"get": {
+                "summary": "boot loader (ipxe.efi, undionly.kpxe, ...)",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": _ASSET_RESPONSES}},
+            "/boot/{os_name}/{name}": {"get": {
+                "summary": "installer kernel or initrd of an OS",
+                "parameters": [{"name": "os_name", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": _ASSET_RESPONSES}},
+            "/ks/{hostname}": {"get": {
+                "summary": "the node's kickstart (only to the node itself or the operator)",
+                "parameters": [_HOST], "security": [{}, {"operatorToken": []}],
+                "responses": {"200": _text("kickstart"), "403": _text("not this node"),
+                              "404": _text("unknown node or not a kickstart OS")}}},
+            "/preseed/{hostname}": {"get": {
+                "summary": "the node's preseed (only to the node itself or the operator)",
+                "parameters": [_HOST], "security": [{}, {"operatorToken": []}],
+                "responses": {"200": _text("preseed"), "403": _text("not this node"),
+                              "404": _text("unknown node or not a preseed OS")}}},
+        },
+    }

@@ -1,0 +1,184 @@
+"""Pure pieces: provisiond.toml parsing, boot config rendering, log masking, CLI errors."""
+
+from __future__ import annotations
+
+import logging
+from io import StringIO
+from pathlib import Path
+
+import pytest
+
+from provisiond import bootconfig
+from provisiond.bootconfig import BootTarget
+from provisiond.cli import main
+from provisiond.config import DEFAULT_TIMEOUTS, load_config
+from provisiond.errors import UserError
+from provisiond.lifecycle import State
+from provisiond.logs import log_event, mask_secrets, setup_logging
+
+TARGET = BootTarget(
+    hostname="node1", domain="lab.example", mac="52:54:00:13:00:11", os="debian12",
+    ip="10.213.0.11", netmask="255.255.255.0", gateway="10.213.0.1",
+    install_url="http://10.213.0.1:8080/preseed/node1",
+    kernel_url="http://10.213.0.1:8080/boot/debian12/linux",
+    initrd_url="http://10.213.0.1:8080/boot/debian12/initrd.gz",
+    tftp_kernel="debian-installer/amd64/linux", tftp_initrd="debian-installer/amd64/initrd.gz",
+    dns=["10.213.0.1"],
+)
+
+
+def test_config_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.http_port == 8080 and config.tftp_port == 69
+    assert config.timeouts == DEFAULT_TIMEOUTS
+    assert config.assets["debian12"].kernel.name == "linux"
+    assert config.operator_token_file == config.state_dir / "operator.token"
+
+
+def test_config_file_values_and_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "site" / "provisiond.toml"
+    path.parent.mkdir()
+    path.write_text(
+        'inventory = "inv.yaml"\nstate_dir = "/srv/state"\n'
+        '[serve]\ninterfaces = ["br-prov"]\nhttp_port = 8081\ntftp_root = "tftp"\ntemplates = ["."]\n'
+        '[timeouts]\ninstalling = 60\n'
+        '[loaders]\n"snp.efi" = "/opt/snp.efi"\n'
+        '[os.debian12]\ncmdline = "console=ttyS0"\n'
+        '[os.rocky9]\nkernel = "r/vmlinuz"\ninitrd = "r/initrd.img"\n'
+    )
+    config = load_config(path)
+    assert config.inventory == path.parent / "inv.yaml"
+    assert config.state_dir == Path("/srv/state")
+    assert config.interfaces == ("br-prov",) and config.http_port == 8081
+    assert config.tftp_root == path.parent / "tftp"
+    assert config.templates == (path.parent / ".",)
+    assert config.timeouts[State.INSTALLING] == 60 and config.timeouts[State.PXE] == 1200
+    assert config.loaders["snp.efi"] == Path("/opt/snp.efi") and "ipxe.efi" in config.loaders
+    assert config.assets["debian12"].cmdline == "console=ttyS0"
+    assert config.assets["rocky9"].kernel == path.parent / "r/vmlinuz"
+    # The command line wins over the file; None means "not given".
+    assert config.with_overrides(http_port=9000, tftp_root=None).http_port == 9000
+
+
+def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "provisiond.toml"
+    path.write_text(
+        'colour = "blue"\n[serve]\nhttp_port = 70000\nhttp_threads = "many"\nintrefaces = []\n'
+        'templates = ["nowhere"]\n[timeouts]\nready = 10\npxe = -1\n[os.plan9]\ncmdline = "x"\n'
+    )
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    message = str(error.value)
+    for fragment in ("colour: unknown key", "serve.http_port: 70000 is not a port",
+                     "serve.http_threads: wrong type", "serve.intrefaces: unknown key",
+                     "timeouts.ready: not a state with a deadline", "timeouts.pxe: expected a positive",
+                     "os.plan9.kernel: required", "nowhere is not a directory", str(path)):
+        assert fragment in message
+
+
+def test_config_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "provisiond.toml"
+    bad.write_text("[serve\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(UserError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_boot_configs_install_and_local() -> None:
+    ipxe = bootconfig.ipxe_install(TARGET)
+    assert "initrd=initrd.gz auto=true priority=critical" in ipxe
+    assert "netcfg/get_nameservers=10.213.0.1" in ipxe
+    local = bootconfig.ipxe_local("node1", TARGET.mac)
+    assert "iseq ${platform} efi && exit" in local and "sanboot --no-describe --drive 0x80" in local
+    pxelinux = bootconfig.pxelinux_install(TARGET)
+    assert "KERNEL debian-installer/amd64/linux" in pxelinux and "INITRD debian-installer/amd64/initrd.gz" in pxelinux
+    assert "LOCALBOOT 0" in bootconfig.pxelinux_local("node1", TARGET.mac)
+    grub = bootconfig.grub_install(TARGET)
+    assert "linux /debian-installer/amd64/linux initrd=initrd.gz" in grub
+    assert "exit" in bootconfig.grub_local("node1", TARGET.mac)
+
+
+def test_config_file_names_parse_to_macs() -> None:
+    mac = "52:54:00:13:00:11"
+    assert bootconfig.parse_config_request("pxelinux.cfg/01-52-54-00-13-00-11") == ("pxelinux", mac)
+    assert bootconfig.parse_config_request("/pxelinux.cfg/01-52-54-00-13-00-11") == ("pxelinux", mac)
+    assert bootconfig.parse_config_request("grub/grub.cfg-01-52-54-00-13-00-11") == ("grub", mac)
+    assert bootconfig.parse_config_request("GRUB.CFG-01-52-54-00-13-00-11") == ("grub", mac)
+    assert bootconfig.parse_config_request("pxelinux.cfg/default") is None
+    assert bootconfig.parse_config_request("pxelinux.cfg/01-52-54-00-13-00") is None
+
+
+def test_secrets_are_masked() -> None:
+    token = "ab" * 32
+    assert token not in mask_secrets(f"Authorization: Bearer {token}")
+    assert mask_secrets(f"token={token} x=1") == "token=*** x=1"
+    assert mask_secrets('{"password": "hunter2"}') == '{"password": "***"}'
+    assert mask_secrets(f"saw {token} somewhere") == "saw *** somewhere"
+
+
+def test_structured_log_line_masks_fields() -> None:
+    stream = StringIO()
+    setup_logging(1, stream)
+    try:
+        log_event(logging.getLogger("provisiond.test"), "callback", host="node1",
+                  header="Bearer " + "cd" * 32, note="two words")
+    finally:
+        setup_logging(0)
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert "event=callback host=node1" in line and 'note="two words"' in line
+    assert "cd" * 32 not in line and "***" in line
+
+
+def test_cli_without_a_store_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--state-dir", str(tmp_path / "nothing"), "status"]) == 1
+    assert "no provisiond store in" in capsys.readouterr().err
+
+
+def test_serve_without_interface_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--state-dir", str(tmp_path), "serve"]) == 1
+    assert "no interface to serve on" in capsys.readouterr().err
+
+
+def _site(tmp_path: Path) -> list[str]:
+    """A state dir with two nodes of the serve fixtures' inventory: one ready, one failed."""
+    from serve_fixtures import write_inventory
+
+    from provisiond.lifecycle import Source
+    from provisiond.store import Store
+
+    inventory = write_inventory(tmp_path)
+    store = Store.in_state_dir(tmp_path / "state")
+    store.sync_nodes({"node1": "52:54:00:13:00:11", "node2": "52:54:00:13:00:12",
+                      "node3": "52:54:00:13:00:13"})
+    for state in (State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED, State.READY):
+        store.transition("node1", state, Source.OPERATOR, provision=state is State.POWERING_ON)
+    store.transition("node2", State.FAILED, Source.AGENT, reason="gluster brick missing")
+    return ["--inventory", str(inventory), "--state-dir", str(tmp_path / "state")]
+
+
+def test_status_and_watch_from_the_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _site(tmp_path)
+    assert main([*args, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "node1" in out and "ready" in out and "gluster brick missing" in out
+    assert main([*args, "watch", "node1", "--interval", "0.1"]) == 0
+    assert main([*args, "watch", "node1", "node2", "--interval", "0.1"]) == 1
+    assert "node2 failed: gluster brick missing" in capsys.readouterr().err
+    # --role compute is node2 and node3; node3 never moves, so the timeout ends the watch.
+    assert main([*args, "watch", "--role", "compute", "--interval", "0.1", "--timeout", "0.3"]) == 2
+    assert "not finished: node3" in capsys.readouterr().err
+    assert main([*args, "watch", "nosuch"]) == 1
+    assert "not nodes of this server: nosuch" in capsys.readouterr().err
+
+
+def test_events_and_netboot_from_the_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _site(tmp_path)
+    assert main([*args, "netboot", "node3", "on"]) == 0
+    assert "node3: netboot on (state new)" in capsys.readouterr().out
+    assert main([*args, "events", "node3"]) == 0
+    assert "netboot:on" in capsys.readouterr().out
+    assert main([*args, "events", "node9"]) == 1
+    assert "node9 is not a node of this server" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""The store and the node state machine: transitions, events, tokens, leases, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from provisiond.lifecycle import IllegalTransition, Source, State, check_transition
+from provisiond.store import MIGRATIONS, Store, UnknownNode
+
+A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.in_state_dir(tmp_path)
+    store.sync_nodes({"a": A, "b": B})
+    return store
+
+
+def test_the_happy_path_and_its_events(store):
+    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
+    for state, source in [(State.PXE, Source.DHCP), (State.INSTALLING, Source.HTTP), (State.INSTALLED, Source.HTTP),
+                          (State.CONFIGURING, Source.AGENT), (State.READY, Source.AGENT)]:
+        store.transition("a", state, source)
+    assert store.node("a").state is State.READY
+    events = store.events(hostname="a")
+    assert [(e.kind, e.source) for e in events] == [
+        ("state:powering-on", "operator"), ("state:pxe", "dhcp"), ("state:installing", "http"),
+        ("state:installed", "http"), ("state:configuring", "agent"), ("state:ready", "agent")]
+    assert [e.detail["from"] for e in events] == ["new", "powering-on", "pxe", "installing", "installed", "configuring"]
+    assert store.events(hostname="b") == []
+
+
+def test_illegal_transitions_say_what_is_legal(store):
+    with pytest.raises(IllegalTransition, match=r"cannot go from new to ready \(legal from new: failed, installing, powering-on, pxe\)"):
+        store.transition("a", State.READY, Source.AGENT)
+    assert store.node("a").state is State.NEW and store.events() == []  # nothing changed
+    assert not store.try_transition("a", State.INSTALLED, Source.HTTP)
+    store.transition("a", State.FAILED, Source.OPERATOR, reason="disk on fire")
+    with pytest.raises(IllegalTransition, match="a failed node moves only by `provision`"):
+        store.transition("a", State.PXE, Source.DHCP)
+    with pytest.raises(IllegalTransition, match="already failed"):
+        check_transition(State.FAILED, State.FAILED)
+    with pytest.raises(IllegalTransition, match="provision enters at powering-on"):
+        check_transition(State.NEW, State.PXE, provision=True)
+
+
+def test_failed_keeps_its_reason_until_provision(store):
+    store.transition("a", State.FAILED, Source.TIMER, reason="timed out in pxe")
+    assert store.node("a").reason == "timed out in pxe"
+    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
+    assert (store.node("a").state, store.node("a").reason) == (State.POWERING_ON, None)
+
+
+def test_repeating_the_current_state_is_a_no_op(store):
+    store.transition("a", State.PXE, Source.DHCP)
+    store.transition("a", State.PXE, Source.DHCP)
+    assert len(store.events(hostname="a")) == 1
+
+
+def test_deadlines_fail_overdue_nodes(store):
+    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
+    since = store.node("a").state_since
+    assert store.expire_overdue({State.POWERING_ON: 60}, now=since + 30) == []
+    assert store.expire_overdue({State.POWERING_ON: 60}, now=since + 61) == ["a"]
+    node = store.node("a")
+    assert (node.state, node.reason) == (State.FAILED, "timed out in powering-on")
+    assert store.node("b").state is State.NEW  # new is not an active state: no deadline
+
+
+def test_tokens_are_per_node_and_go_stale(store, tmp_path):
+    token = store.current_token("a")
+    assert store.current_token("a") == token
+    assert store.verify_token("a", token)
+    assert not store.verify_token("b", token)
+    assert not store.verify_token("a", None) and not store.verify_token("a", "")
+    assert not store.verify_token("a", "é" * 10)  # non-ASCII is a wrong token, not an error
+    fresh = store.issue_token("a")
+    assert fresh != token and store.verify_token("a", fresh) and not store.verify_token("a", token)
+    # The database holds no usable token: only a generation number.
+    dump = "\n".join(sqlite3.connect(store.path).iterdump())
+    assert fresh not in dump and token not in dump
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(UnknownNode):
+        store.issue_token("nope")
+
+
+def test_sync_nodes_keeps_state_and_drops_removed_nodes(store):
+    store.transition("a", State.PXE, Source.DHCP)
+    store.save_lease(B, "10.0.0.2", "b", expires=2e9)
+    store.issue_token("b")
+    store.sync_nodes({"a": A, "c": B})  # b removed, its MAC now belongs to c
+    assert store.node("a").state is State.PXE
+    assert [n.hostname for n in store.nodes()] == ["a", "c"]
+    assert store.lease_for(B) is None and not store.verify_token("b", "x")
+    assert store.events(hostname="b")[-1].kind == "removed"
+    store.sync_nodes({"a": B, "c": A})  # MACs swapped between known nodes
+    assert store.node_by_mac(A).hostname == "c" and store.node_by_mac(B).hostname == "a"
+
+
+def test_leases_and_seen_macs(store):
+    store.save_lease(A, "10.0.0.1", "a", expires=100.0)
+    store.save_lease(B, "10.0.0.1", "b", expires=200.0)  # the address moved to another MAC
+    assert [(lease.mac, lease.ip) for lease in store.leases()] == [(B, "10.0.0.1")]
+    assert store.release_lease(B) and not store.release_lease(B)
+    store.record_seen("02:00:00:00:00:01", {"arch": 7})
+    store.record_seen("02:00:00:00:00:01", {"arch": 0})
+    (seen,) = store.seen_macs()
+    assert (seen["count"], seen["detail"]) == (2, {"arch": 0})
+
+
+def test_reopening_keeps_everything_and_migrations_apply_once(tmp_path, store):
+    store.transition("a", State.PXE, Source.DHCP)
+    again = Store.in_state_dir(tmp_path)
+    assert again.schema_version == len(MIGRATIONS)
+    assert again.node("a").state is State.PXE and len(again.events()) == 1
+
+
+def test_concurrent_writers_lose_nothing(store):
+    def writer(n: int) -> None:
+        for i in range(50):
+            store.add_event("a", f"e{n}-{i}", Source.TFTP)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(store.events(limit=10_000)) == 400
