@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from power_farm import PASSWORD, Farm, dead_port, running_farm
+from conftest import require_program
+from power_farm import PASSWORD, Farm, VbmcProcess, dead_port, free_udp_ports, running_farm
 
 from provisiond.lifecycle import State
 from provisiond.store import Store
@@ -122,12 +123,41 @@ def test_power_by_name_on_off_and_selection_errors(farm: Farm, tmp_path: Path) -
     assert out.returncode == 0, out.stdout + out.stderr
     out = provisiond(tmp_path, "power", "--role", "compute", "off")
     assert out.returncode == 0 and out.stdout.count("│ off ") == 2, out.stdout
+    events = Store.in_state_dir(tmp_path / "state").events(hostname="node000")
+    assert [e.kind for e in events] == ["power:on", "power:off"]
+    assert events[1].source == "ipmi" and events[1].detail["power"] == "off"
     out = provisiond(tmp_path, "power", "status")
     assert out.returncode == 1 and "no nodes selected" in out.stderr
     out = provisiond(tmp_path, "power", "nosuchnode", "status")
     assert out.returncode == 1 and "'nosuchnode' is not in" in out.stderr
     out = provisiond(tmp_path, "power", "--all", "status", "--timeout", "0")
     assert out.returncode == 1 and "bad power option" in out.stderr
+
+
+def test_vbmc_command_serves_ipmi_and_prints_power_changes(tmp_path: Path) -> None:
+    tool = require_program("ipmitool")
+    password_file = tmp_path / "bmc.pass"
+    password_file.write_text(PASSWORD + "\n")
+    port = free_udp_ports(1)
+    proc = VbmcProcess(
+        [sys.executable, "-m", "provisiond", "vbmc", "--address", "127.0.0.1", "--port", str(port),
+         "--username", "admin", "--password-file", str(password_file)],
+        "listening on",
+    )
+    try:
+        out = subprocess.run(
+            [tool, "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", "admin",
+             "-f", str(password_file), "chassis", "power", "on"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        assert proc.wait_for(f"127.0.0.1:{port} power on")
+        assert proc.wait_for(f"127.0.0.1:{port} boots from disk (no boot override)")
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0  # SIGTERM is a clean stop
+    assert "vbmc: stopped" in proc.output()
+    assert PASSWORD not in proc.output()
 
 
 def test_vbmc_command_refuses_a_missing_password_file(tmp_path: Path) -> None:
