@@ -173,3 +173,25 @@ def test_vbmc_command_refuses_a_missing_password_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2  # no password on the command line: argparse refuses it
+
+
+def test_nodes_without_bmc_or_password_fail_with_the_reason(tmp_path: Path) -> None:
+    lines = [
+        node_yaml(0, 623, password="password_env: UNSET_BMC_PASSWORD_VAR"),
+        node_yaml(1, 623).replace(", bmc: {address: 127.0.0.1, port: 623, username: admin, "
+                                  "password_file: bmc.pass}", ""),
+    ]
+    write_inventory(tmp_path, lines)
+    (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "UNSET_BMC_PASSWORD_VAR"}
+    out = subprocess.run(
+        [sys.executable, "-m", "provisiond", "--inventory", str(tmp_path / "inventory.yaml"),
+         "--state-dir", str(tmp_path / "state"), "provision", "--all"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "no password" in out.stdout and "UNSET_BMC_PASSWORD_VAR is not set" in out.stdout
+    assert "no BMC" in out.stdout and "has no bmc: section" in out.stdout
+    assert "0 of 2 node(s) succeeded" in out.stdout
+    store = Store.in_state_dir(tmp_path / "state")
+    assert {n.state for n in store.nodes()} == {State.NEW}  # nothing marked without a way to boot it
