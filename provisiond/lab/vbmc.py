@@ -5,7 +5,8 @@ power and boot-option commands to a machine backend. Backends are small on purpo
 get/set, boot device get/set): the in-memory machine here serves tests and `provisiond vbmc`,
 the lab adds one that drives a QEMU process.
 
-pyghmi's BMC side has two defects this module works around:
+pyghmi's BMC side has defects this module works around (see also _VbmcSession, and
+provisiond.power.pyghmi_fixes for the I/O race that froze BMC processes under load):
 - it accepts any cipher suite proposal, then answers with suite 3 (SHA-1) algorithms while
   pyghmi's own client proceeds with the SHA-256 it proposed and fails; here a proposal other
   than suite 3 is refused with "no cipher suite match", so the client falls back to suite 3

@@ -7,6 +7,11 @@ overruns is abandoned (its thread keeps the BMC's slot until pyghmi returns) and
 Fan-outs run drivers in worker processes (provisiond.power.fanout), so an abandoned thread
 dies with its process.
 
+Before its first login the driver probes the BMC on its own UDP socket (Get Channel
+Authentication Capabilities, no session): a BMC that does not answer never enters pyghmi,
+where dead BMCs stall the logins of live ones in the same process. pyghmi_fixes removes a
+race in pyghmi's I/O thread that could freeze a whole process.
+
 Commands are the standard IPMI ones sent with `Command.xraw_command` (chassis status, chassis
 control, boot flags): this keeps the completion code of a refusal (0xC0 "busy" is retried,
 0xD5 "not in present state" is not) and skips pyghmi's OEM probing round trip.
