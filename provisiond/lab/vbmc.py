@@ -76,7 +76,10 @@ class MachineBusy(Exception):
 
 
 class MachineBackend(Protocol):
-    """What a virtual BMC controls. Kept small so a QEMU backend is a few methods."""
+    """What a virtual BMC controls. Kept small so a QEMU backend is a few methods.
+
+    Methods are called from the BMC's serving thread; any of them may raise MachineBusy.
+    """
 
     def get_power(self) -> bool:
         """True when the machine is powered on."""
