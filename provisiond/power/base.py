@@ -93,8 +93,16 @@ class PowerDriver(abc.ABC):
     def set_boot_device(self, device: str, persist: bool = False, uefi: bool = False) -> None:
         """Boot from `device` ('network', 'hd', ...) at the next boot, or always if persist."""
 
-    def close(self) -> None:  # noqa: B027 (optional hook, most drivers hold nothing)
-        """Release the session with the controller (a BMC has few session slots)."""
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the session with the controller (a BMC has few session slots) and the
+        claim on it; the driver may be used again afterwards."""
+
+    def __enter__(self) -> PowerDriver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from pyghmi.ipmi.private import session as ipmi_session
 from provisiond.lab.ipmi_proto import BOOT_DEVICES
 from provisiond.power import pyghmi_fixes
 from provisiond.power.base import BmcTarget, ErrorKind, PowerDriver, PowerError
+from provisiond.power.claim import BmcClaim
 from provisiond.power.rmcp import ProbeError, auth_cap_request, check_auth_cap_response
 
 pyghmi_fixes.apply()
@@ -67,15 +68,6 @@ _CIPHER_HINTS = (
     "cipher suite",
 )
 _BUSY_HINTS = ("insufficient resources",)
-
-# One operation at a time per BMC (keyed by address and port), across threads of a process.
-_bmc_locks: dict[tuple[str, int], threading.Lock] = {}
-_bmc_locks_guard = threading.Lock()
-
-
-def _bmc_lock(key: tuple[str, int]) -> threading.Lock:
-    with _bmc_locks_guard:
-        return _bmc_locks.setdefault(key, threading.Lock())
 
 
 def classify(exc: BaseException, target: BmcTarget, during_login: bool) -> PowerError:
@@ -191,6 +183,12 @@ class IpmiDriver(PowerDriver):
         self.backoff = backoff
         self.attempts = 0
         self._command: ipmi_command.Command | None = None
+        # The BMC is claimed at the first call and released by close() once no call of
+        # ours is still running in pyghmi (an abandoned call keeps it until it returns).
+        self._claim = BmcClaim(target.key, target.where)
+        self._state = threading.Lock()
+        self._running = 0
+        self._closed = False
 
     # -- the PowerDriver interface ---------------------------------------------------------
 
@@ -232,13 +230,20 @@ class IpmiDriver(PowerDriver):
         self._call(f"set boot device {device}", set_flags)
 
     def close(self) -> None:
-        """Log out (bounded) so the BMC's few session slots are not held until they expire."""
+        """Log out (bounded) so the BMC's few session slots are not held until they expire,
+        then give up the claim on the BMC."""
         command, self._command = self._command, None
-        if command is None:
-            return
-        done = threading.Thread(target=command.ipmi_session.logout, daemon=True)
-        done.start()
-        done.join(min(self.timeout, 2.0))
+        if command is not None:
+            self._started()
+            logout = threading.Thread(
+                target=self._finishing(command.ipmi_session.logout), daemon=True
+            )
+            logout.start()
+            logout.join(min(self.timeout, 2.0))
+        with self._state:
+            self._closed = True
+            if self._running == 0:
+                self._claim.release()
 
     # -- machinery -------------------------------------------------------------------------
 
@@ -275,24 +280,35 @@ class IpmiDriver(PowerDriver):
                 (t.address, t.username, t.password, t.port, None), None
             )
 
+    def _started(self) -> None:
+        with self._state:
+            self._running += 1
+
+    def _finishing(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """fn, then release the claim if close() came while it ran."""
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                with self._state:
+                    self._running -= 1
+                    if self._closed and self._running == 0:
+                        self._claim.release()
+
+        return run
+
     def _attempt(self, what: str, fn: Callable[[ipmi_command.Command], T]) -> T:
         self.attempts += 1
         deadline = time.monotonic() + self.timeout
-        lock = _bmc_lock(self.target.key)
-        if not lock.acquire(timeout=self.timeout):
-            raise PowerError(
-                ErrorKind.BUSY,
-                f"{self.target.where}: an earlier operation on this BMC is still running",
-            )
+        if not self._claim.held:
+            self._claim.acquire(self.timeout)  # raises PowerError(BUSY)
+            self._closed = False
         box: dict[str, Any] = {"login": self._command is None}
         if box["login"]:
             # Only a BMC that answers goes to pyghmi: dead BMCs in pyghmi's shared I/O loop
             # stall the logins of live ones in the same process (measured: bench/ipmi).
-            try:
-                probe(self.target, max(0.0, deadline - time.monotonic()))
-            except PowerError:
-                lock.release()
-                raise
+            probe(self.target, max(0.0, deadline - time.monotonic()))
 
         def work() -> None:
             try:
@@ -302,10 +318,11 @@ class IpmiDriver(PowerDriver):
                 box["value"] = fn(self._command)
             except BaseException as exc:  # reported to the caller below
                 box["error"] = exc
-            finally:
-                lock.release()
 
-        thread = threading.Thread(target=work, name=f"ipmi {self.target.name}", daemon=True)
+        self._started()
+        thread = threading.Thread(
+            target=self._finishing(work), name=f"ipmi {self.target.name}", daemon=True
+        )
         thread.start()
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():

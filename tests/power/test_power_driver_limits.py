@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +13,9 @@ import pytest
 from power_farm import PASSWORD, Farm, black_holes, dead_port, running_farm
 
 from provisiond.power.base import BmcTarget, ErrorKind, PowerError
+from provisiond.power.claim import BmcClaim
 from provisiond.power.fanout import PowerConfig, run_action
-from provisiond.power.ipmi import IpmiDriver, _bmc_lock
+from provisiond.power.ipmi import IpmiDriver
 
 
 @pytest.fixture
@@ -88,24 +91,44 @@ def test_busy_bmc_beyond_the_retries_reports_bmc_busy(farm: Farm) -> None:
     assert driver.attempts == 2
 
 
-def test_one_operation_at_a_time_per_bmc(farm: Farm) -> None:
+def test_one_operation_at_a_time_per_bmc_within_a_process(farm: Farm) -> None:
     [(port, _)] = farm.start(1)
     target = BmcTarget("n", "127.0.0.1", port, "admin", PASSWORD)
-    lock = _bmc_lock(target.key)
-    lock.acquire()  # an operation on this BMC is in flight
-    try:
-        driver = IpmiDriver(target, timeout=0.5, retries=0)
+    with IpmiDriver(target, timeout=5) as first:
+        assert first.status() == "off"  # first holds the BMC until it is closed
+        second = IpmiDriver(target, timeout=0.5, retries=0)
         with pytest.raises(PowerError) as failed:
-            driver.status()
+            second.status()
         assert failed.value.kind is ErrorKind.BUSY
         assert "still running" in str(failed.value)
-    finally:
-        lock.release()
-    driver = IpmiDriver(target, timeout=5)
+        first.on()  # and keeps working meanwhile
+    with IpmiDriver(target, timeout=5) as again:
+        assert again.status() == "on"
+
+
+def test_one_operation_at_a_time_per_bmc_across_processes(farm: Farm) -> None:
+    [(port, _)] = farm.start(1)
+    target = BmcTarget("n", "127.0.0.1", port, "admin", PASSWORD)
+    path = BmcClaim(target.key, target.where).path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
     try:
-        assert driver.status() == "off"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with IpmiDriver(target, timeout=0.5, retries=0) as driver, pytest.raises(PowerError) as failed:
+            driver.status()
+        assert failed.value.kind is ErrorKind.BUSY
+        assert "another provisiond process" in str(failed.value)
     finally:
-        driver.close()
+        holder.kill()
+        holder.wait(5)
+    with IpmiDriver(target, timeout=5) as driver:
+        assert driver.status() == "off"  # the lock went with the process
 
 
 def test_fanout_reports_every_node_with_its_own_cause(farm: Farm) -> None:

@@ -122,7 +122,7 @@ def test_wrong_password_and_unknown_user_fail_fast_for_both_clients(
     out = ipmitool(port, "chassis", "power", "status", password_file=password_file, user="mallory")
     assert out.returncode != 0
     for d in (driver(port, password="not-it"), driver(port, user="mallory")):
-        with pytest.raises(PowerError) as failed:
+        with d, pytest.raises(PowerError) as failed:
             d.status()
         assert failed.value.kind is ErrorKind.AUTH
         assert "not-it" not in str(failed.value)
