@@ -11,14 +11,14 @@ password_file / password_env, never from the command line, and are never printed
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, Node, load_inventory
 from provisiond.lab import vbmc
@@ -26,7 +26,6 @@ from provisiond.lifecycle import Source, State
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
 from provisiond.store import Store
 
-DEFAULT_INVENTORY = Path("inventory.yaml")
 POWER_ACTIONS = tuple(a for a in ACTIONS if a != "pxe-boot")
 
 
@@ -85,14 +84,8 @@ def _config(args: argparse.Namespace) -> PowerConfig:
         raise UserError(f"bad power option: {exc}") from None
 
 
-def default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/provisiond")
-    return Path.home() / ".local" / "state" / "provisiond"
-
-
 def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
-    store = Store.in_state_dir(args.state_dir or default_state_dir())
+    store = Store.in_state_dir(effective_config(args).state_dir)
     store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
     return store
 
@@ -100,7 +93,7 @@ def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
 def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
     if args.role is None and not args.all_nodes and not args.hosts:
         raise UserError("no nodes selected: name hosts, or use --role ROLE or --all")
-    inventory = load_inventory(args.inventory or DEFAULT_INVENTORY)
+    inventory = load_inventory(effective_config(args).inventory)
     return inventory, inventory.select(args.hosts, role=args.role, all_nodes=args.all_nodes)
 
 
@@ -162,9 +155,11 @@ def _summary(results: list[NodeResult], nodes: list[Node], title: str) -> int:
     for result in results:
         node = by_name[result.name]
         bmc = node.bmc.endpoint if node.bmc else "-"
-        outcome = "[green]ok[/]" if result.ok else f"[red]{result.error_kind}[/]"
+        outcome = "[green]ok[/]" if result.ok else f"[red]{escape(str(result.error_kind))}[/]"
         detail = result.done if result.ok else result.message
-        table.add_row(result.name, bmc, outcome, result.power or "-", detail)
+        table.add_row(
+            escape(result.name), escape(bmc), outcome, result.power or "-", escape(detail)
+        )
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # a log or a pipe: no wrapping at 80 columns

@@ -126,6 +126,18 @@ def probe(target: BmcTarget, timeout: float) -> None:
     request = auth_cap_request(sequence)
     deadline = time.monotonic() + timeout
     pause = 0.25
+
+    def answered(answer: bytes) -> bool:
+        try:
+            if check_auth_cap_response(answer, sequence):
+                return True
+        except ProbeError:
+            return False  # a stray packet; keep waiting
+        raise PowerError(
+            ErrorKind.PROTOCOL,
+            f"{where} answers IPMI but not IPMI 2.0 / RMCP+; enable IPMI 2.0 on the BMC",
+        )
+
     with socket.socket(family, kind, proto) as sock:
         try:
             sock.connect(sockaddr)  # connected: an ICMP "port unreachable" surfaces as an error
@@ -136,18 +148,19 @@ def probe(target: BmcTarget, timeout: float) -> None:
                 while (now := time.monotonic()) < resend:
                     sock.settimeout(resend - now)
                     try:
-                        answer = sock.recv(512)
+                        if answered(sock.recv(512)):
+                            return
                     except TimeoutError:
                         break
-                    try:
-                        if check_auth_cap_response(answer, sequence):
-                            return
-                    except ProbeError:
-                        continue  # a stray packet; keep waiting
-                    raise PowerError(
-                        ErrorKind.PROTOCOL,
-                        f"{where} answers IPMI but not IPMI 2.0 / RMCP+; enable IPMI 2.0 on the BMC",
-                    )
+            # A thread that got no CPU until after the deadline may find an answer that came
+            # in time waiting in the socket: read what is there before giving up.
+            sock.setblocking(False)
+            while True:
+                try:
+                    if answered(sock.recv(512)):
+                        return
+                except BlockingIOError:
+                    break
         except ConnectionRefusedError:
             raise PowerError(
                 ErrorKind.UNREACHABLE,

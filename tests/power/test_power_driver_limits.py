@@ -63,7 +63,7 @@ def test_silent_bmcs_do_not_stall_live_ones_in_the_same_worker(farm: Farm) -> No
         targets = [BmcTarget(f"live{p}", "127.0.0.1", p, "admin", PASSWORD) for p in live]
         targets += [BmcTarget(f"dead{p}", "127.0.0.1", p, "admin", PASSWORD) for p in silent]
         random.Random(7).shuffle(targets)
-        results = run_action(targets, "status", PowerConfig(timeout=1.5, concurrency=32, shard_size=100))
+        results = run_action(targets, "status", PowerConfig(timeout=3, concurrency=32, shard_size=100))
     by_kind = {(r.name[:4], r.error_kind) for r in results}
     assert by_kind == {("live", None), ("dead", "unreachable")}
 
