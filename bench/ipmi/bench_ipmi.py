@@ -97,8 +97,9 @@ def bench_provisiond(ports: list[int], config: PowerConfig) -> tuple[float, int]
     results = run_action(targets, "status", config)
     elapsed = time.monotonic() - start
     failures = Counter(str(r.error_kind) for r in results if not r.ok)
-    for text, count in failures.most_common():
-        print(f"  ({count} failed: {text})", file=sys.stderr)
+    examples = {str(r.error_kind): r.message for r in results if not r.ok}
+    for kind, count in failures.most_common():
+        print(f"  ({count} failed: {kind}, e.g. {examples[kind]})", file=sys.stderr)
     return elapsed, sum(r.ok for r in results)
 
 
