@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 from conftest import require_program
-from power_farm import PASSWORD, Farm, VbmcProcess, dead_port, free_udp_ports, running_farm
+from power_farm import (
+    PASSWORD,
+    Farm,
+    VbmcProcess,
+    black_holes,
+    dead_port,
+    free_udp_ports,
+    running_farm,
+)
 
 from provisiond.lifecycle import State
 from provisiond.store import Store
@@ -113,6 +121,20 @@ def test_provision_marks_nodes_sets_one_time_pxe_and_powers_on(farm: Farm, tmp_p
     pxe = next(d for h, k, d in events if h == "node001" and k == "power:pxe-boot")
     assert pxe["done"] == "one-time PXE (uefi), power cycled"
     assert not any("wrong-pw-value" in str(d) or PASSWORD in str(d) for _, _, d in events)
+
+
+def test_power_status_of_a_silent_bmc_fails_within_the_timeout(farm: Farm, tmp_path: Path) -> None:
+    [(port, _)] = farm.start(1)
+    with black_holes(1) as [silent]:
+        write_inventory(tmp_path, [node_yaml(0, port), node_yaml(1, silent)])
+        (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
+        out = provisiond(tmp_path, "power", "--all", "status", "--timeout", "2")
+    assert out.returncode == 1, out.stdout + out.stderr
+    rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if "│ node" in line}
+    assert "│ ok " in rows["node000"]
+    assert "unreachable" in rows["node001"]
+    assert f"no IPMI answer from 127.0.0.1:{silent} within 2 s" in out.stdout
+    assert "1 of 2 node(s) succeeded" in out.stdout
 
 
 def test_power_by_name_on_off_and_selection_errors(farm: Farm, tmp_path: Path) -> None:
