@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 PowerAction = Literal["on", "off", "soft", "reset"]
 
+MAX_BMCS_PER_PROCESS = 500
+
 # Chassis commands (netfn 0x00) the machine answers.
 NETFN_CHASSIS = 0x00
 CMD_CHASSIS_STATUS = 0x01
@@ -384,8 +386,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the BMCs, print their power state changes, stop on SIGINT/SIGTERM."""
-    if not 1 <= args.count <= 1000:
-        raise UserError(f"--count {args.count} is out of range; use 1 to 1000")
+    # pyghmi's I/O thread uses select(), which handles file descriptors below 1024 only.
+    if not 1 <= args.count <= MAX_BMCS_PER_PROCESS:
+        raise UserError(
+            f"--count {args.count} is out of range; use 1 to {MAX_BMCS_PER_PROCESS} per process "
+            "(start more processes for more BMCs)"
+        )
     if not 1 <= args.port <= 65535 - args.count + 1:
         raise UserError(f"--port {args.port} with --count {args.count} leaves the UDP port range")
     if len(args.username.encode()) > 16:

@@ -195,6 +195,15 @@ def test_vbmc_command_refuses_a_missing_password_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2  # no password on the command line: argparse refuses it
+    password_file = tmp_path / "bmc.pass"
+    password_file.write_text(PASSWORD + "\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "provisiond", "vbmc", "--port", "16230", "--count", "600",
+         "--password-file", str(password_file)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert "--count 600 is out of range" in out.stderr
 
 
 def test_nodes_without_bmc_or_password_fail_with_the_reason(tmp_path: Path) -> None:
