@@ -89,6 +89,18 @@ def test_atftp_windowsize(root: Path, tmp_path: Path, blksize: int, windowsize: 
     assert stats.outcome == "ok"
 
 
+def test_atftp_windowsize_without_gso(root: Path, tmp_path: Path) -> None:
+    """The one-datagram-per-send path (kernels or devices without UDP segmentation)."""
+    out = tmp_path / "out"
+    with running_server(root, gso=False) as (server, recorder):
+        proc = atftp(server.port, "images/initrd", out, 1468, 32)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, output
+        (stats,) = recorder.wait(1)
+    assert sha256(out) == sha256(root / "images" / "initrd")
+    assert stats.options["windowsize"] == 32 and stats.outcome == "ok"
+
+
 def test_netascii_mode(root: Path, tmp_path: Path) -> None:
     text = b"DEFAULT install\nLABEL install\n  KERNEL linux\r\n" * 100
     (root / "pxelinux.txt").write_bytes(text)

@@ -4,6 +4,7 @@ windows, stalled and vanished clients, junk, write requests, a full server, stop
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -245,3 +246,32 @@ def test_port_in_use_is_a_clear_error(root: Path) -> None:
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="is not a directory"):
         TftpServer(tmp_path / "nope", "127.0.0.1", 0).start()
+
+
+def test_large_window_for_clients_with_large_buffers(root: Path) -> None:
+    """`client_rcvbuf` raises the window cap: 300 blocks of 8 KiB (2.4 MiB) per window, sent
+    in GSO batches of 7 blocks, arrive complete and in order."""
+    content = (root / "big").read_bytes()
+    with running_server(root, client_rcvbuf=8 * 2**20) as (server, recorder), RawClient(
+            server.port) as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        client.rrq("big", options={"blksize": "8192", "windowsize": "300"})
+        assert client.recv() == packet.OAck({"blksize": "8192", "windowsize": "300"})
+        client.ack(0)
+        chunks: dict[int, bytes] = {}
+        expected = 1
+        while True:
+            data = client.recv()
+            assert isinstance(data, packet.Data)
+            if data.block != expected & 0xFFFF:
+                continue  # a resent block we already have
+            chunks[expected] = data.payload
+            final = len(data.payload) < 8192
+            if final or expected % 300 == 0:
+                client.ack(data.block)
+            if final:
+                break
+            expected += 1
+        (stats,) = recorder.wait(1)
+    assert b"".join(chunks[n] for n in sorted(chunks)) == content
+    assert stats.outcome == "ok"
