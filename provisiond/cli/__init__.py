@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "provisiond.cli.inventory_cmds",
     "provisiond.cli.dhcp_cmds",
     "provisiond.cli.lab_cmds",
+    "provisiond.cli.power_cmds",
     "provisiond.cli.serve_cmds",
     "provisiond.cli.status_cmds",
     "provisiond.cli.tftp_cmds",

@@ -1,0 +1,223 @@
+"""`power`, `provision` and `vbmc`: power control over IPMI, (re)install, a virtual BMC.
+
+    provisiond power HOST...|--role ROLE|--all status|on|off|soft|cycle|reset
+    provisiond provision HOST...|--role ROLE|--all
+    provisiond vbmc --port 16230 --username admin --password-file FILE
+
+Exit status 0 only if every selected node succeeded. Passwords come from the inventory's
+password_file / password_env, never from the command line, and are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from provisiond.config import effective_config
+from provisiond.errors import UserError
+from provisiond.inventory import ROLES, Inventory, Node, load_inventory
+from provisiond.lab import vbmc
+from provisiond.lifecycle import Source, State
+from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
+from provisiond.store import Store
+
+POWER_ACTIONS = tuple(a for a in ACTIONS if a != "pxe-boot")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    power = commands.add_parser(
+        "power", help="power status/on/off/soft/cycle/reset of nodes over IPMI",
+        description="Power control through each node's BMC (IPMI). Exit 0 only if every node "
+        "succeeded.",
+    )
+    power.add_argument("hosts", nargs="*", metavar="HOST", help="nodes of the inventory")
+    power.add_argument("action", choices=POWER_ACTIONS, help="what to do")
+    _selection_and_limits(power)
+    power.set_defaults(func=run_power)
+
+    provision = commands.add_parser(
+        "provision", help="(re)install nodes: netboot on, new token, one-time PXE, power on",
+        description="Mark nodes for installation (netboot on, a new token, state powering-on), "
+        "set a one-time PXE boot (UEFI or BIOS from the inventory) and power them on, or power "
+        "cycle them if they are on. Exit 0 only if every node succeeded.",
+    )
+    provision.add_argument("hosts", nargs="*", metavar="HOST", help="nodes of the inventory")
+    _selection_and_limits(provision)
+    provision.set_defaults(func=run_provision)
+
+    bmc = commands.add_parser(
+        "vbmc", help="run virtual BMC(s) with in-memory machines (try power/provision anywhere)",
+        description="Serve IPMI 2.0 (RMCP+) on UDP like a real BMC, backed by an in-memory "
+        "machine, and print its power state changes. Stop with Ctrl-C.",
+    )
+    vbmc.add_arguments(bmc)
+    bmc.set_defaults(func=vbmc.run)
+
+
+def _selection_and_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--role", choices=ROLES, help="every node of this role")
+    parser.add_argument("--all", action="store_true", dest="all_nodes", help="every node")
+    defaults = PowerConfig()
+    parser.add_argument(
+        "--timeout", type=float, default=defaults.timeout, metavar="SECONDS",
+        help=f"bound on each IPMI call, login included (default {defaults.timeout:g})",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=defaults.retries,
+        help=f"retries after 'BMC busy' (default {defaults.retries})",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=defaults.concurrency,
+        help=f"IPMI sessions at once, in total (default {defaults.concurrency})",
+    )
+
+
+def _config(args: argparse.Namespace) -> PowerConfig:
+    try:
+        return PowerConfig(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
+    except ValueError as exc:
+        raise UserError(f"bad power option: {exc}") from None
+
+
+def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
+    store = Store.in_state_dir(effective_config(args).state_dir)
+    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
+    return store
+
+
+def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
+    if args.role is None and not args.all_nodes and not args.hosts:
+        raise UserError("no nodes selected: name hosts, or use --role ROLE or --all")
+    inventory = load_inventory(effective_config(args).inventory)
+    return inventory, inventory.select(args.hosts, role=args.role, all_nodes=args.all_nodes)
+
+
+def _targets(nodes: list[Node], action: str) -> tuple[list[BmcTarget], list[NodeResult]]:
+    """BMC targets with passwords read now; nodes that cannot be reached become failures."""
+    targets, failures = [], []
+    for node in nodes:
+        if node.bmc is None:
+            failures.append(NodeResult(
+                name=node.hostname, action=action, ok=False, error_kind="no BMC",
+                message=f"{node.hostname} has no bmc: section in the inventory; add one "
+                "(address, username, password_file or password_env) or power it by hand",
+            ))
+            continue
+        try:
+            password = node.bmc.password()
+        except UserError as exc:
+            failures.append(NodeResult(
+                name=node.hostname, action=action, ok=False, error_kind="no password",
+                message=str(exc),
+            ))
+            continue
+        targets.append(BmcTarget(
+            name=node.hostname, address=node.bmc.address, port=node.bmc.port,
+            username=node.bmc.username, password=password, uefi=node.uefi,
+            driver=node.bmc.driver,
+        ))
+    return targets, failures
+
+
+def _run_with_progress(
+    targets: list[BmcTarget], action: str, config: PowerConfig, label: str,
+    on_result: Callable[[NodeResult], None] | None = None,
+) -> list[NodeResult]:
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(label, total=len(targets), failed=0)
+        failed = 0
+
+        def advance(result: NodeResult) -> None:
+            nonlocal failed
+            failed += not result.ok
+            progress.update(task, advance=1, failed=failed)
+            if on_result is not None:
+                on_result(result)
+
+        return run_action(targets, action, config, on_result=advance)
+
+
+def _summary(results: list[NodeResult], nodes: list[Node], title: str) -> int:
+    by_name = {node.hostname: node for node in nodes}
+    table = Table(title=title, title_justify="left")
+    for column in ("node", "BMC", "result", "power", "detail"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        node = by_name[result.name]
+        bmc = node.bmc.endpoint if node.bmc else "-"
+        outcome = "[green]ok[/]" if result.ok else f"[red]{escape(str(result.error_kind))}[/]"
+        detail = result.done if result.ok else result.message
+        table.add_row(
+            escape(result.name), escape(bmc), outcome, result.power or "-", escape(detail)
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a log or a pipe: no wrapping at 80 columns
+    console.print(table)
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} of {len(results)} node(s) succeeded", flush=True)
+    return 0 if failed == 0 else 1
+
+
+def _ordered(nodes: list[Node], *groups: list[NodeResult]) -> list[NodeResult]:
+    by_name = {r.name: r for group in groups for r in group}
+    return [by_name[node.hostname] for node in nodes]
+
+
+def run_power(args: argparse.Namespace) -> int:
+    inventory, nodes = _select(args)
+    config = _config(args)
+    targets, failures = _targets(nodes, args.action)
+    store = _open_store(args, inventory) if args.action != "status" else None
+
+    def record(result: NodeResult) -> None:
+        if store is not None:
+            store.add_event(result.name, f"power:{args.action}", Source.IPMI, _event(result))
+
+    for failure in failures:
+        record(failure)
+    results = _run_with_progress(targets, args.action, config, f"power {args.action}", record)
+    return _summary(_ordered(nodes, results, failures), nodes, f"power {args.action}")
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    inventory, nodes = _select(args)
+    config = _config(args)
+    targets, failures = _targets(nodes, "pxe-boot")
+    store = _open_store(args, inventory)
+    # Mark for install before powering on: the node may reach DHCP within seconds.
+    for target in targets:
+        store.set_netboot(target.name, True, Source.OPERATOR)
+        store.issue_token(target.name)
+        store.transition(target.name, State.POWERING_ON, Source.OPERATOR, provision=True)
+
+    def record(result: NodeResult) -> None:
+        store.add_event(result.name, "power:pxe-boot", Source.IPMI, _event(result))
+        if not result.ok and store.node(result.name).state is State.POWERING_ON:
+            store.transition(
+                result.name, State.FAILED, Source.IPMI, reason=f"power: {result.error_kind}: {result.message}",
+            )
+
+    for failure in failures:
+        store.add_event(failure.name, "power:pxe-boot", Source.IPMI, _event(failure))
+    results = _run_with_progress(targets, "pxe-boot", config, "provision", record)
+    return _summary(_ordered(nodes, results, failures), nodes, "provision")
+
+
+def _event(result: NodeResult) -> dict:
+    detail = {"ok": result.ok, "attempts": result.attempts, "elapsed": result.elapsed}
+    if result.ok:
+        detail.update(power=result.power, done=result.done)
+    else:
+        detail.update(error=result.error_kind, message=result.message)
+    return detail

@@ -1,0 +1,1 @@
+"""The virtual lab: virtual BMCs (and, later, QEMU machines) on one machine."""
