@@ -11,55 +11,22 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from conftest import require_program, require_root  # tests/conftest.py
+from conftest import require_program  # tests/conftest.py
+from netlab import VethPair, run, veth_pair
 from pyroute2.netns import popns, pushns
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
-def run(*args: str, check: bool = True, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=timeout)
+Lab = VethPair
 
 
-@dataclass
-class Lab:
-    server_ns: str
-    client_ns: str
-    server_if: str
-    client_if: str
-
-    def set_client_mac(self, mac: str) -> None:
-        run("ip", "-n", self.client_ns, "link", "set", "dev", self.client_if, "address", mac)
-
-    def client_address(self, cidr: str, add: bool = True) -> None:
-        run("ip", "-n", self.client_ns, "addr", "add" if add else "del", cidr, "dev", self.client_if)
-
-
-@contextmanager
-def veth_lab(tag: str, server_addresses: tuple[str, ...]) -> Iterator[Lab]:
+def veth_lab(tag: str, server_addresses: tuple[str, ...]) -> AbstractContextManager[Lab]:
     """Two namespaces and a veth pair between them; everything removed on exit."""
-    require_root()
-    require_program("ip")
-    suffix = f"{os.getpid() % 100000}{tag}"
-    lab = Lab(f"pdhcp-s{suffix}", f"pdhcp-c{suffix}", f"dhs{suffix}"[:15], f"dhc{suffix}"[:15])
-    try:
-        run("ip", "netns", "add", lab.server_ns)
-        run("ip", "netns", "add", lab.client_ns)
-        run("ip", "link", "add", lab.server_if, "netns", lab.server_ns, "type", "veth",
-            "peer", "name", lab.client_if, "netns", lab.client_ns)
-        for address in server_addresses:
-            run("ip", "-n", lab.server_ns, "addr", "add", address, "dev", lab.server_if)
-        for ns, dev in ((lab.server_ns, lab.server_if), (lab.client_ns, lab.client_if)):
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            run("ip", "-n", ns, "link", "set", dev, "up")
-        yield lab
-    finally:
-        for ns in (lab.server_ns, lab.client_ns):
-            run("ip", "netns", "del", ns, check=False)
+    return veth_pair("pdhcp", tag, server_addresses)
 
 
 @contextmanager

@@ -15,53 +15,22 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import require_program, require_root  # tests/conftest.py
+from conftest import require_program  # tests/conftest.py
+from netlab import VethPair, run, veth_pair
 
 REPO = Path(__file__).resolve().parents[2]
 PROVISIOND = [sys.executable, "-m", "provisiond"]
 
 
-def run(*args: str, check: bool = True, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+Netns = VethPair
 
 
-@dataclass
-class Netns:
-    server: str
-    client: str
-    server_if: str
-    client_if: str
-
-    def client_run(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return run("ip", "netns", "exec", self.client, *args, check=check, timeout=timeout)
-
-
-@contextmanager
-def netns_pair(tag: str, server_cidr: str, client_cidrs: list[str]) -> Iterator[Netns]:
-    require_root()
-    require_program("ip")
-    suffix = f"{os.getpid() % 100000}{tag}"
-    ns = Netns(f"psrv-s{suffix}", f"psrv-c{suffix}", f"svs{suffix}"[:15], f"svc{suffix}"[:15])
-    try:
-        run("ip", "netns", "add", ns.server)
-        run("ip", "netns", "add", ns.client)
-        run("ip", "link", "add", ns.server_if, "netns", ns.server, "type", "veth",
-            "peer", "name", ns.client_if, "netns", ns.client)
-        run("ip", "-n", ns.server, "addr", "add", server_cidr, "dev", ns.server_if)
-        for cidr in client_cidrs:
-            run("ip", "-n", ns.client, "addr", "add", cidr, "dev", ns.client_if)
-        for name, dev in ((ns.server, ns.server_if), (ns.client, ns.client_if)):
-            run("ip", "-n", name, "link", "set", "lo", "up")
-            run("ip", "-n", name, "link", "set", dev, "up")
-        yield ns
-    finally:
-        for name in (ns.server, ns.client):
-            run("ip", "netns", "del", name, check=False)
+def netns_pair(tag: str, server_cidr: str, client_cidrs: list[str]) -> AbstractContextManager[Netns]:
+    return veth_pair("psrv", tag, [server_cidr], client_cidrs)
 
 
 @dataclass
@@ -91,7 +60,7 @@ class Served:
         self.log_path = self.workdir / f"serve-{time.monotonic_ns()}.log"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns.server, *PROVISIOND, *self.globals(), "serve",
+                ["ip", "netns", "exec", self.ns.server_ns, *PROVISIOND, *self.globals(), "serve",
                  "--interface", self.ns.server_if, "--tftp-root", str(self.tftp_root)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
             )
@@ -153,9 +122,9 @@ class Served:
     def udhcpc(self, mac: str, *options: str) -> dict[str, str] | None:
         """busybox udhcpc as the node (its MAC) once; the env of its `bound` event."""
         busybox = require_program("busybox")
-        run("ip", "-n", self.ns.client, "link", "set", "dev", self.ns.client_if, "address", mac)
+        run("ip", "-n", self.ns.client_ns, "link", "set", "dev", self.ns.client_if, "address", mac)
         # The server's ARP cache still maps the client's addresses to the old MAC.
-        run("ip", "-n", self.ns.server, "neigh", "flush", "dev", self.ns.server_if)
+        run("ip", "-n", self.ns.server_ns, "neigh", "flush", "dev", self.ns.server_if)
         out = self.workdir / f"udhcpc-{time.monotonic_ns()}.env"
         script = self.workdir / "udhcpc.sh"
         script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > "{out}"\nexit 0\n')

@@ -254,10 +254,10 @@ def test_bad_start_says_why_and_the_running_server_keeps_serving(served: Served)
     """A second serve: on an interface without a site address, then on the busy port."""
     second = [*served.globals()[:2], "--state-dir", str(served.workdir / "state2"),
               *served.globals()[4:], "serve", "--tftp-root", str(served.tftp_root)]
-    wrong = run_in(served.ns.server, *second, "--interface", "lo")
+    wrong = run_in(served.ns.server_ns, *second, "--interface", "lo")
     assert wrong.returncode == 1
     assert "interface lo is not on the site network 10.213.0.0/24" in wrong.stderr
-    busy = run_in(served.ns.server, *second, "--interface", SERVER)  # by address this time
+    busy = run_in(served.ns.server_ns, *second, "--interface", SERVER)  # by address this time
     assert busy.returncode == 1 and "HTTP service (gunicorn) exited" in busy.stderr
     assert "port in use?" in busy.stderr
     code, _ = served.curl(NODES["node1"][1], "/api/v1/health")
