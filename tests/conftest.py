@@ -24,6 +24,18 @@ def require_program(name: str) -> str:
     return path
 
 
+# The smallest site block of the lab network (10.213.0.0/24, provisiond at .1).
+LAB_SITE_YAML = """\
+site:
+  name: lab
+  domain: lab.example
+  network: 10.213.0.0/24
+  gateway: 10.213.0.1
+  server: 10.213.0.1
+  dns: [10.213.0.1]
+  os: debian12
+"""
+
 PAPER_COMPUTE_DISK = 250_059_350_016  # WD2502ABYS (Table 2): 488,397,168 sectors
 PAPER_CONTROLLER_DISK = 80_000_000_000  # an 80 GB disk (Table 3)
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import LAB_SITE_YAML
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,15 +20,7 @@ from provisiond.http import create_app
 from provisiond.inventory import Inventory, load_inventory
 from provisiond.store import Store
 
-INVENTORY = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  server: 10.213.0.1
-  dns: [10.213.0.1]
-  os: debian12
+INVENTORY = LAB_SITE_YAML + """\
 nodes:
   - hostname: node1
     mac: 52:54:00:13:00:11

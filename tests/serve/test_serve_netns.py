@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LAB_SITE_YAML
 from serve_lab import Served, netns_pair, pid_alive
 
 from provisiond.lifecycle import Source, State
@@ -26,15 +27,7 @@ NODES = {  # hostname: (mac, ip)
     "node4": ("52:54:00:14:00:14", "10.213.0.14"),
     "rocky1": ("52:54:00:14:00:21", "10.213.0.21"),
 }
-INVENTORY = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  server: 10.213.0.1
-  dns: [10.213.0.1]
-  os: debian12
+INVENTORY = LAB_SITE_YAML + """\
 nodes:
 """ + "".join(
     f"  - {{hostname: {host}, mac: '{mac}', role: compute, ip: {ip}, disk: {{device: vda, size: 40GiB}}"

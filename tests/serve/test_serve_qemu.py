@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_program, require_root
+from conftest import LAB_SITE_YAML, require_program, require_root
 from serve_lab import PROVISIOND, run
 
 from provisiond.lifecycle import State
@@ -23,15 +23,7 @@ from provisiond.store import Store
 pytestmark = [pytest.mark.root, pytest.mark.qemu]
 
 MAC = "52:54:00:15:00:11"
-INVENTORY = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  server: 10.213.0.1
-  dns: [10.213.0.1]
-  os: debian12
+INVENTORY = LAB_SITE_YAML + """\
 nodes:
   - {hostname: vm1, mac: '52:54:00:15:00:11', role: compute, ip: 10.213.0.11, disk: {device: vda, size: 40GiB}}
 """
