@@ -32,3 +32,5 @@ else
 fi
 
 scripts/fetch-installer-parts.sh
+# bench/tftp only: atftpd, the windowsize peer (it conflicts with tftpd-hpa as a package)
+scripts/fetch-atftpd.sh || echo "install-deps: atftpd not fetched; only bench/tftp needs it"
