@@ -25,28 +25,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from provisiond.lab.ports import free_udp_ports
 from provisiond.power import BmcTarget, PowerConfig, run_action
 
 PASSWORD = "bench-pw"
 PER_PROCESS = 100
-
-
-def free_ports(count: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free UDP port range")
 
 
 def start_bmcs(count: int, password_file: Path) -> tuple[list[int], list[subprocess.Popen]]:
@@ -60,7 +43,7 @@ def start_bmcs(count: int, password_file: Path) -> tuple[list[int], list[subproc
     left = count
     while left:
         n = min(left, PER_PROCESS)
-        base = free_ports(n)
+        base = free_udp_ports(n)
         log = password_file.parent / f"vbmc-{base}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
@@ -159,7 +142,7 @@ def main() -> None:
             # Live BMCs mixed with silent ones (bound UDP sockets that never answer, like
             # powered-off BMCs behind a switch): the live ones must not be held up.
             ports, procs = start_bmcs(args.mix_live, password_file)
-            base = free_ports(args.dead)
+            base = free_udp_ports(args.dead)
             holes = []
             try:
                 for port in range(base, base + args.dead):

@@ -7,7 +7,6 @@ started here is stopped by PID in teardown, also when a test fails.
 
 from __future__ import annotations
 
-import random
 import socket
 import subprocess
 import sys
@@ -17,27 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from provisiond.lab.ports import free_udp_ports
+
 HERE = Path(__file__).resolve().parent
 PASSWORD = "s3cret-pw"
-
-
-def free_udp_ports(count: int) -> int:
-    """First of `count` consecutive UDP ports free on 127.0.0.1 (checked by binding them)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free UDP ports on 127.0.0.1")
 
 
 class VbmcProcess:
