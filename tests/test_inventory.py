@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import NODES_YAML, SITE_YAML
+from conftest import LAB_SITE_YAML, NODES_YAML, SITE_YAML
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,15 +88,7 @@ def test_bad_disk_sizes(bad):
         parse_size(bad)
 
 
-BROKEN = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  dns: [10.213.0.1]
-  server: 10.213.0.1
-  os: debian12
+BROKEN = LAB_SITE_YAML + """\
 nodes:
   - hostname: controller
     mac: 52:54:00:10:00:10

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_program
+from conftest import LAB_SITE_YAML, require_program
 from power_farm import (
     PASSWORD,
     Farm,
@@ -24,15 +24,7 @@ from provisiond.lifecycle import State
 from provisiond.store import Store
 
 HASH = "$6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF."
-SITE = f"""\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  dns: [10.213.0.1]
-  server: 10.213.0.1
-  os: debian12
+SITE = LAB_SITE_YAML + f"""\
   ntp: [10.213.0.1]
   timezone: UTC
   root_password_hash: {HASH}
