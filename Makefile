@@ -19,7 +19,8 @@ lab: deps
 # Debian packages (one list per concern in deps/apt/), then the virtualenv.
 deps: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard deps/apt/*.txt) scripts/install-deps.sh
+$(STAMP): pyproject.toml hatch_build.py provisiond/tftp/lockstep.c $(wildcard deps/apt/*.txt) \
+          scripts/install-deps.sh
 	scripts/install-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

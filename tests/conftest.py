@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from provisiond.tftp import native
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -97,3 +99,13 @@ def inventory(write_inventory):
     from provisiond.inventory import load_inventory
 
     return load_inventory(write_inventory())
+
+
+@pytest.fixture(params=["native", "python"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Where lock-step transfers run: the native sender (the default), or the Python loop
+    (the fallback when it is not built). Tests that take this fixture run with both."""
+    if request.param == "native" and native.load() is None:
+        pytest.fail(f"the native lock-step sender {native.LIBRARY} is not built: install the "
+                    "project with a C compiler present (make deps does)")
+    return request.param

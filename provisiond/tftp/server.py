@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.errors import UserError
-from provisiond.tftp import packet
+from provisiond.tftp import native, packet
 from provisiond.tftp.options import DEFAULT_CLIENT_RCVBUF, MAX_BLKSIZE, Negotiated, negotiate
 from provisiond.tftp.packet import ErrorCode, Opcode, PacketError, Request
 from provisiond.tftp.paths import PathRefused, normalize, open_in_root
@@ -113,7 +113,8 @@ class _Transfer:
         self.want_write = False
         self.batch = 1  # blocks per send (more than one with UDP GSO)
         self.lockstep = True  # windowsize 1
-        self.bs, self.timeout = self.neg.blksize, self.neg.timeout
+        self.content: bytes | None = None  # generated or netascii content (else the file fd)
+        self.stop = native.StopFlag()  # ends a transfer run by the native sender
 
     # -- preparation (pool thread) ---------------------------------------------------------
 
@@ -173,7 +174,7 @@ class _Transfer:
         self.last = self.blocks.size // neg.blksize + 1  # the final block is short, maybe empty
         self.batch = server._gso_batch(neg.blksize) if neg.windowsize > 1 else 1
         self.lockstep = neg.windowsize == 1
-        self.bs, self.timeout = neg.blksize, neg.timeout
+        self.content = content
         sock.setblocking(False)
         return None
 
@@ -267,23 +268,6 @@ class _Transfer:
                 acked += delta
                 if acked >= self.last:
                     return "ok"
-                if self.lockstep:  # the common case, kept short: send the next block here
-                    self.acked, self.next, self.end, self.tries = acked, acked + 1, acked + 1, 0
-                    self.deadline = now + self.timeout
-                    blocks, bs = self.blocks, self.bs
-                    offset = acked * bs
-                    if offset < blocks.start or (offset + bs > blocks.end and
-                                                 blocks.end < blocks.size):
-                        blocks.fill(offset, bs)
-                    start = offset - blocks.start
-                    try:
-                        self.sock.send(_HEAD.pack(3, (acked + 1) & 0xFFFF)  # type: ignore
-                                       + blocks.view[start:start + bs])
-                    except BlockingIOError:
-                        self.send_pending()  # waits for EPOLLOUT
-                    else:
-                        self.next = acked + 2
-                    return None
                 if acked < self.next - 1:  # the client saw a gap: go back (RFC 7440)
                     self.retransmits += self.next - 1 - acked
                 self._window(now, acked)
@@ -330,6 +314,21 @@ class _Transfer:
         )
 
 
+def _native_outcome(end: native.Finished) -> str:
+    """The same outcome strings as the Python loop's."""
+    if end.outcome == native.OK:
+        return "ok"
+    if end.outcome == native.TIMEOUT:
+        return "timeout"
+    if end.outcome == native.CLIENT_ERROR:
+        return f"error: client aborted: {end.client_message or end.client_code}"
+    if end.outcome == native.STOPPED:
+        return "error: server stopped"
+    if end.error == errno.ECONNREFUSED:
+        return "error: client went away (port unreachable)"
+    return f"error: {os.strerror(end.error)}"
+
+
 class TftpServer:
     """Read-only TFTP server (RFC 1350, 2347, 2348, 2349, 7440) for one IPv4 address."""
 
@@ -346,6 +345,7 @@ class TftpServer:
         max_blksize: int = MAX_BLKSIZE,
         client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
         gso: bool = True,
+        native_lockstep: bool = True,
     ) -> None:
         self.root = Path(root)
         self.address = address
@@ -367,6 +367,9 @@ class TftpServer:
         self._stats: queue.SimpleQueue[TransferStats | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._gso = gso
+        self._use_native = native_lockstep
+        self._native: object | None = None  # the loaded lock-step sender, set by start()
+        self._native_runs: dict[_Transfer, threading.Thread] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -389,6 +392,7 @@ class TftpServer:
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
+        self._native = native.load() if self._use_native else None
         self._epoll.register(sock, _IN)
         self._epoll.register(self._wake, _IN)
         self._threads = [
@@ -411,6 +415,15 @@ class TftpServer:
             self._jobs.put(None)
         loop, stats, preparers = self._threads[-1:], self._threads[:1], self._threads[1:-1]
         for thread in preparers + loop:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            runs = dict(self._native_runs)
+        for transfer in runs:
+            transfer.stop.set()
+            if transfer.sock is not None:
+                with contextlib.suppress(OSError):  # wakes the sender blocked in recv()
+                    transfer.sock.shutdown(socket.SHUT_RDWR)
+        for thread in runs.values():
             thread.join(max(0.0, deadline - time.monotonic()))
         while True:  # requests still queued, or prepared after the loop ended
             try:
@@ -441,6 +454,11 @@ class TftpServer:
             self._gso = False
             log.info("TFTP: UDP segmentation offload not available (%s); sending one "
                      "datagram per block", exc.strerror or exc)
+
+    @property
+    def native_lockstep(self) -> bool:
+        """True if lock-step transfers run in the native sender (see native.py)."""
+        return self._native is not None
 
     @property
     def active_transfers(self) -> int:
@@ -592,9 +610,49 @@ class TftpServer:
                 outcome = "error: internal error"
             if outcome is not None:
                 self._end(transfer, outcome)
-                continue
-            self._ready.append(transfer)
-            os.eventfd_write(self._wake, 1)
+            elif transfer.lockstep and self._native is not None:
+                self._start_native(transfer)
+            else:
+                self._ready.append(transfer)
+                os.eventfd_write(self._wake, 1)
+
+    # -- lock-step transfers: one thread each, in the native sender -------------------------
+
+    def _start_native(self, transfer: _Transfer) -> None:
+        """Why a thread per lock-step transfer: a lock-step block is a round trip with the
+        client, and a thread (like in.tftpd's process) that sleeps in recv() is woken on the
+        client's CPU; one loop serving every client pays a cross-CPU wake-up per block."""
+        thread = threading.Thread(target=self._run_native, args=(transfer,), daemon=True,
+                                  name=f"tftp-{transfer.peer[0]}:{transfer.peer[1]}")
+        with self._lock:
+            if self._stopping.is_set():
+                stopped = True
+            else:
+                stopped = False
+                self._native_runs[transfer] = thread
+        if stopped:
+            self._end(transfer, "error: server stopped")
+        else:
+            thread.start()
+
+    def _run_native(self, transfer: _Transfer) -> None:
+        sock, neg = transfer.sock, transfer.neg
+        assert sock is not None and self._native is not None
+        try:
+            sock.setblocking(True)
+            oack = packet.build_oack(neg.reply) if neg.reply else b""
+            end = native.run_lockstep(self._native, sock, transfer.fd, transfer.content,  # type: ignore[arg-type]
+                                      transfer.blocks.size, neg.blksize, oack, neg.timeout,
+                                      self.retries, transfer.stop)
+            transfer.acked, transfer.retransmits = end.acked, end.retransmits
+            outcome = _native_outcome(end)
+        except Exception:
+            log.exception("TFTP transfer of %r to %s failed", transfer.request.filename,
+                          transfer.peer)
+            outcome = "error: internal error"
+        with self._lock:
+            self._native_runs.pop(transfer, None)
+        self._end(transfer, outcome)
 
     # -- statistics -----------------------------------------------------------------------
 

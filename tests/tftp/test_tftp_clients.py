@@ -51,9 +51,9 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["images/initrd", "exact", "empty"])
-def test_tftp_hpa_plain_rfc1350(root: Path, tmp_path: Path, name: str) -> None:
+def test_tftp_hpa_plain_rfc1350(root: Path, tmp_path: Path, name: str, engine: str) -> None:
     out = tmp_path / "out"
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         result = tftp_hpa(server.port, name, out)
         assert result.returncode == 0, result.stdout + result.stderr
         (stats,) = recorder.wait(1)
@@ -63,10 +63,10 @@ def test_tftp_hpa_plain_rfc1350(root: Path, tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("blksize", [8, 512, 1468, 8192, 65464])
-def test_curl_blksize(root: Path, tmp_path: Path, blksize: int) -> None:
+def test_curl_blksize(root: Path, tmp_path: Path, blksize: int, engine: str) -> None:
     out = tmp_path / "out"
     name = "exact" if blksize < 512 else "images/initrd"  # 8-byte blocks: keep it small
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         result = curl(server.port, name, out, blksize)
         assert result.returncode == 0, result.stderr
         (stats,) = recorder.wait(1)
@@ -101,11 +101,11 @@ def test_atftp_windowsize_without_gso(root: Path, tmp_path: Path) -> None:
     assert stats.options["windowsize"] == 32 and stats.outcome == "ok"
 
 
-def test_netascii_mode(root: Path, tmp_path: Path) -> None:
+def test_netascii_mode(root: Path, tmp_path: Path, engine: str) -> None:
     text = b"DEFAULT install\nLABEL install\n  KERNEL linux\r\n" * 100
     (root / "pxelinux.txt").write_bytes(text)
     out = tmp_path / "out"
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         result = tftp_hpa(server.port, "pxelinux.txt", out, mode="ascii")
         assert result.returncode == 0, result.stdout + result.stderr
         (stats,) = recorder.wait(1)
@@ -115,7 +115,7 @@ def test_netascii_mode(root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_100_mib_at_512_byte_blocks_rolls_over(tmp_path: Path) -> None:
+def test_100_mib_at_512_byte_blocks_rolls_over(tmp_path: Path, engine: str) -> None:
     """204800 blocks: the 16-bit block number wraps three times."""
     root = tmp_path / "root"
     root.mkdir()
@@ -124,7 +124,7 @@ def test_100_mib_at_512_byte_blocks_rolls_over(tmp_path: Path) -> None:
         for _ in range(100):
             handle.write(os.urandom(2**20))
     out = tmp_path / "out"
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         result = tftp_hpa(server.port, "big", out)
         assert result.returncode == 0, result.stdout + result.stderr
         (stats,) = recorder.wait(1)
@@ -134,7 +134,7 @@ def test_100_mib_at_512_byte_blocks_rolls_over(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(400)
-def test_50_concurrent_clients_32_mib_each(tmp_path: Path) -> None:
+def test_50_concurrent_clients_32_mib_each(tmp_path: Path, engine: str) -> None:
     root = tmp_path / "root"
     root.mkdir()
     big = root / "big"
@@ -143,7 +143,7 @@ def test_50_concurrent_clients_32_mib_each(tmp_path: Path) -> None:
             handle.write(os.urandom(2**20))
     want = sha256(big)
     outs = [tmp_path / f"out{i}" for i in range(50)]
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         # Half lock-step, half windowed; each client is a separate atftp process.
         procs = [atftp(server.port, "big", out, 1468, 16 if i % 2 else None)
                  for i, out in enumerate(outs)]

@@ -36,10 +36,10 @@ def test_oack_lists_only_understood_options(root: Path) -> None:
         client.sock.sendto(packet.build_error(ErrorCode.OPTION_REFUSED, "no thanks"), client.tid)
 
 
-def test_duplicate_acks_never_double_the_traffic(root: Path) -> None:
+def test_duplicate_acks_never_double_the_traffic(root: Path, engine: str) -> None:
     """Sorcerer's apprentice: every ACK sent twice, yet every block arrives exactly once."""
     content = (root / "file").read_bytes()
-    with running_server(root) as (server, recorder), RawClient(server.port) as client:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as client:
         client.rrq("file")
         received = b""
         while True:
@@ -58,9 +58,9 @@ def test_duplicate_acks_never_double_the_traffic(root: Path) -> None:
     assert stats.retransmits == 0 and stats.outcome == "ok"
 
 
-def test_lost_ack_is_repaired_by_retransmission(root: Path) -> None:
+def test_lost_ack_is_repaired_by_retransmission(root: Path, engine: str) -> None:
     content = (root / "file").read_bytes()
-    with running_server(root) as (server, recorder), RawClient(server.port) as client:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as client:
         client.rrq("file", options={"timeout": "1"})
         assert isinstance(client.recv(), packet.OAck)
         client.ack(0)
@@ -122,8 +122,8 @@ def test_block_numbers_wrap_in_windowed_mode(tmp_path: Path) -> None:
     assert b"".join(chunks) == content and stats.outcome == "ok"
 
 
-def test_abandoned_transfer_is_cleaned_up(root: Path) -> None:
-    with running_server(root, retries=1) as (server, recorder), RawClient(server.port) as client:
+def test_abandoned_transfer_is_cleaned_up(root: Path, engine: str) -> None:
+    with running_server(root, retries=1, engine=engine) as (server, recorder), RawClient(server.port) as client:
         fds_before = len(os.listdir("/proc/self/fd"))
         client.rrq("big", options={"timeout": "1"})
         assert isinstance(client.recv(), packet.OAck)
@@ -137,8 +137,8 @@ def test_abandoned_transfer_is_cleaned_up(root: Path) -> None:
         assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
-def test_slow_client_does_not_hold_others_back(root: Path, tmp_path: Path) -> None:
-    with running_server(root) as (server, recorder), RawClient(server.port) as stalled:
+def test_slow_client_does_not_hold_others_back(root: Path, tmp_path: Path, engine: str) -> None:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as stalled:
         stalled.rrq("big", options={"timeout": "30"})
         assert isinstance(stalled.recv(), packet.OAck)
         stalled.ack(0)
@@ -194,8 +194,8 @@ def test_missing_file(root: Path) -> None:
         assert recorder.wait(1)[0].outcome == "error: file not found: nope/pxelinux.0"
 
 
-def test_busy_server_says_so(root: Path) -> None:
-    with running_server(root, max_transfers=1) as (server, _), RawClient(
+def test_busy_server_says_so(root: Path, engine: str) -> None:
+    with running_server(root, max_transfers=1, engine=engine) as (server, _), RawClient(
             server.port) as first, RawClient(server.port) as second:
         first.rrq("big")
         assert first.recv().block == 1
@@ -205,8 +205,8 @@ def test_busy_server_says_so(root: Path) -> None:
         first.sock.sendto(packet.build_error(0, "done"), first.tid)
 
 
-def test_repeated_rrq_starts_one_transfer(root: Path) -> None:
-    with running_server(root) as (server, recorder), RawClient(server.port) as client:
+def test_repeated_rrq_starts_one_transfer(root: Path, engine: str) -> None:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as client:
         client.rrq("file")
         client.rrq("file")
         assert client.recv().block == 1
@@ -216,9 +216,10 @@ def test_repeated_rrq_starts_one_transfer(root: Path) -> None:
         assert len(recorder.wait(1)) == 1
 
 
-def test_stop_ends_running_transfers(root: Path) -> None:
+def test_stop_ends_running_transfers(root: Path, engine: str) -> None:
     recorded = []
-    server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorded.append)
+    server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorded.append,
+                        native_lockstep=engine == "native")
     server.start()
     clients = [RawClient(server.port) for _ in range(3)]
     try:

@@ -35,10 +35,13 @@ class Recorder:
 
 
 @contextmanager
-def running_server(root: Path, **kwargs) -> Iterator[tuple[TftpServer, Recorder]]:
+def running_server(root: Path, engine: str = "native",
+                   **kwargs) -> Iterator[tuple[TftpServer, Recorder]]:
     recorder = Recorder()
-    server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorder, **kwargs)
+    server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorder,
+                        native_lockstep=engine == "native", **kwargs)
     server.start()
+    assert server.native_lockstep == (engine == "native")
     try:
         yield server, recorder
     finally:
