@@ -79,7 +79,8 @@ def test_agent_entry_point():
 
 
 def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, write_inventory):
-    """Installed from a wheel (not a checkout), the package still finds its templates."""
+    """Installed from a wheel (not a checkout), the package still finds its templates and
+    the native TFTP lock-step sender that hatch_build.py compiled into it."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(REPO)],
                    check=True, timeout=300, capture_output=True)
@@ -87,6 +88,8 @@ def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, writ
     names = zipfile.ZipFile(wheel).namelist()
     assert "provisiond/_data/kickstarts/rocky9.ks.j2" in names
     assert "provisiond/_data/preseeds/partials/partman.cfg.j2" in names
+    assert "provisiond/tftp/_lockstep.so" in names
+    assert "-py3-none-any" not in wheel.name  # a platform wheel: it carries compiled code
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -96,3 +99,6 @@ def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, writ
     probe = subprocess.run([sys.executable, "-c", "import provisiond.render as r; print(r.builtin_template_dirs()[0])"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=True)
     assert probe.stdout.strip() == str(target / "provisiond/_data/kickstarts")
+    probe = subprocess.run([sys.executable, "-c", "import provisiond.tftp.native as n; print(n.load()._name)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=True)
+    assert probe.stdout.strip() == str(target / "provisiond/tftp/_lockstep.so")

@@ -93,8 +93,8 @@ static int block_payload(struct source *src, int64_t block, const unsigned char 
         }
         src->chunk_offset = offset;
         src->chunk_len = got;
-        if (got < want) { /* the file shrank under the transfer */
-            errno = EIO;
+        if (got < want) { /* the file shrank under the transfer (server.py: SHRANK) */
+            errno = ENODATA;
             return -1;
         }
     }

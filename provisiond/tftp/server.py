@@ -59,6 +59,7 @@ GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 GSO_MAX_BYTES = 65507  # one IPv4 datagram
 _NO_GSO = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 _IN, _INOUT = select.EPOLLIN, select.EPOLLIN | select.EPOLLOUT
+SHRANK = "the file shrank during the transfer: replace served files atomically (write, then rename)"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class _Blocks:
     def fill(self, offset: int, want: int) -> None:
         assert self.fd is not None
         data = os.pread(self.fd, max(READ_CHUNK, want), offset)
+        if len(data) < min(want, self.size - offset):
+            raise OSError(errno.ENODATA, SHRANK)
         self.view, self.start, self.end = memoryview(data), offset, offset + len(data)
 
 
@@ -326,6 +329,8 @@ def _native_outcome(end: native.Finished) -> str:
         return "error: server stopped"
     if end.error == errno.ECONNREFUSED:
         return "error: client went away (port unreachable)"
+    if end.error == errno.ENODATA:
+        return f"error: {SHRANK}"
     return f"error: {os.strerror(end.error)}"
 
 
