@@ -1,14 +1,15 @@
-"""The TFTP server: one epoll loop moves every transfer's packets; a small pool prepares
-requests (path checks, the responder, opening the file), so a slow responder never stalls
-running transfers.
+"""The TFTP server: a small pool prepares requests (path checks, the responder, opening the
+file, options), so a slow responder never stalls running transfers; then lock-step transfers
+run in the native sender (native.py, one thread each, GIL released) and windowed ones in one
+epoll loop. docs/tftp.md says why, with the measurements.
 
-Why a bare epoll loop and not asyncio or a thread per transfer: the per-block work is one
-recv() and one send(); measured with 20 concurrent clients, a thread per transfer spent most
-of its time handing the GIL around (hundreds of thousands of context switches per second),
-and asyncio adds transport and future bookkeeping per datagram. Here each ready socket costs a
-dict lookup and a method call, one epoll_wait serves every socket that became readable, and
-the file is read ahead in 256 KiB chunks so a block is a memoryview slice. Each transfer has its
-own connected UDP socket (its TID); a slow or vanished client only holds its own deadline.
+Why a bare epoll loop for windows and not asyncio: the per-window work is one recv() and one
+sendmsg() (UDP GSO); asyncio adds transport and future bookkeeping per datagram. Here each
+ready socket costs a dict lookup and a method call, one epoll_wait serves every socket that
+became readable, and the file is read ahead in 256 KiB chunks so a block is a memoryview
+slice. Each transfer has its own connected UDP socket (its TID); a slow or vanished client
+only holds its own deadline. Without the native sender the loop serves lock-step transfers
+too (a window of one block).
 
 Content comes first from the responder (generated per-node boot configs, never written to
 disk), then from the root directory (see paths.py for confinement). Statistics of every
@@ -408,7 +409,8 @@ class TftpServer:
         ]
         for thread in self._threads:
             thread.start()
-        log.info("TFTP serving %s on %s:%d", self.root, self.address, self.port)
+        log.info("TFTP serving %s on %s:%d (lock-step transfers: %s)", self.root, self.address,
+                 self.port, "native sender" if self._native is not None else "Python loop")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop listening, end running transfers ("error: server stopped"), join every thread
