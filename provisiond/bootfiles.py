@@ -74,8 +74,9 @@ class BootFiles:
             return bootconfig.ipxe_install(self.target(node, base_url))
         return bootconfig.ipxe_local(node.hostname, node.mac)
 
-    def tftp_responder(self, path: str, peer: tuple[str, int] | str) -> bytes | None:
-        """TFTP hook: per-node pxelinux/GRUB configs and the boot loaders; None = from disk."""
+    def tftp_responder(self, path: str, peer: tuple[str, int] | str) -> bytes | Path | None:
+        """TFTP hook: per-node pxelinux/GRUB configs (generated), the boot loaders (the
+        packaged file, streamed by the server), or None: from the TFTP root."""
         peer_text = peer if isinstance(peer, str) else f"{peer[0]}:{peer[1]}"
         request = bootconfig.parse_config_request(path)
         if request is not None:
@@ -93,5 +94,5 @@ class BootFiles:
             return text.encode()
         loader = self.config.loaders.get(Path(path.lstrip("/")).as_posix())
         if loader is not None and loader.is_file():
-            return loader.read_bytes()
+            return loader
         return None

@@ -70,11 +70,28 @@ def open_in_root(root: Path, relative: str) -> tuple[int, int]:
         if exc.errno == errno.ELOOP:
             raise PathRefused("symlink changed while opening") from None
         raise
+    return _regular_file(fd, root_real)
+
+
+def open_named(path: Path) -> tuple[int, int]:
+    """Open a file the responder named (a boot loader from a Debian package, say): it lies
+    outside the root by design, so only "a readable regular file" is checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(str(path)) from None
+    except PermissionError:
+        raise PathRefused(f"{path} is not readable by the server") from None
+    return _regular_file(fd, None)
+
+
+def _regular_file(fd: int, root_real: str | None) -> tuple[int, int]:
+    """(fd, size) if fd is a regular file (inside root_real, if given); else closes it."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise PathRefused("not a regular file")
-        if not _inside(os.readlink(f"/proc/self/fd/{fd}"), root_real):
+        if root_real is not None and not _inside(os.readlink(f"/proc/self/fd/{fd}"), root_real):
             raise PathRefused("opened file lies outside the TFTP root")
     except BaseException:
         os.close(fd)

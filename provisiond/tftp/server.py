@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -38,11 +39,13 @@ from provisiond.errors import UserError
 from provisiond.tftp import native, packet
 from provisiond.tftp.options import DEFAULT_CLIENT_RCVBUF, MAX_BLKSIZE, Negotiated, negotiate
 from provisiond.tftp.packet import ErrorCode, Opcode, PacketError, Request
-from provisiond.tftp.paths import PathRefused, normalize, open_in_root
+from provisiond.tftp.paths import PathRefused, normalize, open_in_root, open_named
 
 log = logging.getLogger(__name__)
 
-Responder = Callable[[str, tuple[str, int]], "bytes | None"]
+# Given the requested path and the client, the responder returns generated content, a file to
+# serve in its place (outside the root, e.g. a packaged boot loader), or None: from the root.
+Responder = Callable[[str, tuple[str, int]], "bytes | Path | None"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python does not export it
 DEFAULT_RETRIES = 5
@@ -145,16 +148,25 @@ class _Transfer:
             path = normalize(request.filename)
         except PathRefused as exc:
             return self._refuse(str(exc))
-        content: bytes | None = None
+        answer: bytes | Path | None = None
         if server.responder is not None:
             try:
-                content = server.responder(path.relative, self.peer)
+                answer = server.responder(path.relative, self.peer)
             except Exception:
                 log.exception("TFTP responder failed for %r (peer %s)", path.relative, self.peer)
                 return self._fail(ErrorCode.NOT_DEFINED,
                                   f"could not generate {path.relative}: see the server log")
+        content = answer if isinstance(answer, bytes) else None
         size = 0
-        if content is None:
+        if isinstance(answer, Path):
+            try:
+                self.fd, size = open_named(answer)
+            except (OSError, PathRefused) as exc:
+                log.error("TFTP %r stands for %s, which cannot be served: %s", path.relative,
+                          answer, exc)
+                return self._fail(ErrorCode.FILE_NOT_FOUND,
+                                  f"{path.relative} is not available: see the server log")
+        elif content is None:
             try:
                 self.fd, size = open_in_root(server.root, path.relative)
             except FileNotFoundError:
@@ -374,7 +386,7 @@ class TftpServer:
         self._threads: list[threading.Thread] = []
         self._gso = gso
         self._use_native = native_lockstep
-        self._native: object | None = None  # the loaded lock-step sender, set by start()
+        self._native: ctypes.CDLL | None = None  # the loaded lock-step sender, set by start()
         self._native_runs: dict[_Transfer, threading.Thread] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -631,16 +643,13 @@ class TftpServer:
         client's CPU; one loop serving every client pays a cross-CPU wake-up per block."""
         thread = threading.Thread(target=self._run_native, args=(transfer,), daemon=True,
                                   name=f"tftp-{transfer.peer[0]}:{transfer.peer[1]}")
-        with self._lock:
-            if self._stopping.is_set():
-                stopped = True
-            else:
-                stopped = False
+        with self._lock:  # started under the lock: stop() never sees an unstarted thread
+            stopped = self._stopping.is_set()
+            if not stopped:
                 self._native_runs[transfer] = thread
+                thread.start()
         if stopped:
             self._end(transfer, "error: server stopped")
-        else:
-            thread.start()
 
     def _run_native(self, transfer: _Transfer) -> None:
         sock, neg = transfer.sock, transfer.neg
@@ -648,7 +657,7 @@ class TftpServer:
         try:
             sock.setblocking(True)
             oack = packet.build_oack(neg.reply) if neg.reply else b""
-            end = native.run_lockstep(self._native, sock, transfer.fd, transfer.content,  # type: ignore[arg-type]
+            end = native.run_lockstep(self._native, sock, transfer.fd, transfer.content,
                                       transfer.blocks.size, neg.blksize, oack, neg.timeout,
                                       self.retries, transfer.stop)
             transfer.acked, transfer.retransmits = end.acked, end.retransmits

@@ -176,3 +176,32 @@ def test_failing_responder_gives_an_error_and_serving_goes_on(tmp_path: Path) ->
         client.rrq("ok")
         assert client.recv() == packet.Data(1, b"fine")
         client.ack(1)
+
+
+def test_responder_can_name_a_file_outside_the_root(tmp_path: Path, engine: str) -> None:
+    """A packaged boot loader (/usr/lib/ipxe/ipxe.efi, say) is served from where it lies,
+    streamed like any file; a named file that is missing is an error, and serving goes on."""
+    root, elsewhere = tmp_path / "root", tmp_path / "usr-lib-ipxe"
+    root.mkdir()
+    elsewhere.mkdir()
+    loader = elsewhere / "ipxe.efi"
+    loader.write_bytes(os.urandom(3 * 2**20 + 7))
+    names = {"ipxe.efi": loader, "gone.efi": elsewhere / "gone.efi", "dir.efi": elsewhere}
+
+    def responder(path: str, peer: tuple[str, int]) -> Path | None:
+        return names.get(path)
+
+    out = tmp_path / "out"
+    with running_server(root, responder=responder, engine=engine) as (server, recorder):
+        result = subprocess.run([require_program("curl"), "-sS", "--tftp-blksize", "1468", "-o", str(out),
+                                 f"tftp://127.0.0.1:{server.port}/ipxe.efi"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == loader.read_bytes()
+        for name in ("gone.efi", "dir.efi"):
+            with RawClient(server.port) as client:
+                client.rrq(name)
+                assert client.recv() == packet.Error(ErrorCode.FILE_NOT_FOUND,
+                                                     f"{name} is not available: see the server log")
+        stats = recorder.wait(3)
+    assert sorted(s.outcome.split(":")[0] for s in stats) == ["error", "error", "ok"]
