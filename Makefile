@@ -19,7 +19,7 @@ lab: deps
 # Debian packages (one list per concern in deps/apt/), then the virtualenv.
 deps: $(STAMP)
 
-$(STAMP): pyproject.toml hatch_build.py provisiond/tftp/lockstep.c $(wildcard deps/apt/*.txt) \
+$(STAMP): pyproject.toml hatch_build.py provisiond/tftp/sender.c $(wildcard deps/apt/*.txt) \
           scripts/install-deps.sh
 	scripts/install-deps.sh
 	$(PYTHON) -m venv $(VENV)

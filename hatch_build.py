@@ -1,9 +1,9 @@
-"""Build hook: compile the native TFTP lock-step sender (provisiond/tftp/lockstep.c).
+"""Build hook: compile the native TFTP sender (provisiond/tftp/sender.c).
 
 It is plain C with no Python API, loaded with ctypes (provisiond/tftp/native.py), so a C
 compiler is all it needs. The library is written beside its source, where an editable install
 finds it, and a wheel carries it (the wheel is then tagged for this platform). Without a
-compiler the build goes on with a warning: the server then runs lock-step transfers in Python.
+compiler the build goes on with a warning: the server then runs TFTP transfers in Python.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = "provisiond/tftp/lockstep.c"
-LIBRARY = "provisiond/tftp/_lockstep.so"
+SOURCE = "provisiond/tftp/sender.c"
+LIBRARY = "provisiond/tftp/_sender.so"
 CFLAGS = ["-O2", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", "-std=c11"]
 
 

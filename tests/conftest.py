@@ -103,9 +103,9 @@ def inventory(write_inventory):
 
 @pytest.fixture(params=["native", "python"])
 def engine(request: pytest.FixtureRequest) -> str:
-    """Where lock-step transfers run: the native sender (the default), or the Python loop
-    (the fallback when it is not built). Tests that take this fixture run with both."""
+    """Where TFTP transfers run: the native sender (the default), or the Python loop (the
+    fallback when it is not built). Tests that take this fixture run with both."""
     if request.param == "native" and native.load() is None:
-        pytest.fail(f"the native lock-step sender {native.LIBRARY} is not built: install the "
+        pytest.fail(f"the native TFTP sender {native.LIBRARY} is not built: install the "
                     "project with a C compiler present (make deps does)")
     return request.param

@@ -88,7 +88,7 @@ def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, writ
     names = zipfile.ZipFile(wheel).namelist()
     assert "provisiond/_data/kickstarts/rocky9.ks.j2" in names
     assert "provisiond/_data/preseeds/partials/partman.cfg.j2" in names
-    assert "provisiond/tftp/_lockstep.so" in names
+    assert "provisiond/tftp/_sender.so" in names
     assert "-py3-none-any" not in wheel.name  # a platform wheel: it carries compiled code
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
@@ -101,4 +101,4 @@ def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, writ
     assert probe.stdout.strip() == str(target / "provisiond/_data/kickstarts")
     probe = subprocess.run([sys.executable, "-c", "import provisiond.tftp.native as n; print(n.load()._name)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=True)
-    assert probe.stdout.strip() == str(target / "provisiond/tftp/_lockstep.so")
+    assert probe.stdout.strip() == str(target / "provisiond/tftp/_sender.so")

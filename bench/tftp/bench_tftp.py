@@ -5,8 +5,8 @@ Every server serves the same file from a RAM directory on loopback; the client i
 `atftp` (the packaged client that speaks blksize and RFC 7440 windowsize), so the client's cost
 is the same for every server. Each cell is the best of --repeat runs (the machine is shared);
 each download is checked byte for byte (sha256). Prints a Markdown table for BENCHMARKS.md.
-In the lock-step rows a second provisiond runs its lock-step transfers in the Python loop (the
-fallback without the native sender), to show what the native sender is worth in the same run.
+A second provisiond runs its transfers in the Python loop (its fallback without the native
+sender), to show what the native sender is worth in the same run.
 
     python3 bench/tftp/bench_tftp.py [--size-mib 64] [--clients 20] [--repeat 3]
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ATFTPD = REPO / ".cache/atftpd/usr/sbin/atftpd"
 DNSMASQ_ADDRESS = "127.0.0.53"  # dnsmasq's TFTP port is always 69: give it its own address
-PYTHON_LOOP = "provisiond (Python loop)"  # lock-step in the fallback, for comparison
+PYTHON_LOOP = "provisiond (Python loop)"  # its fallback without the native sender
 RUN_LIMIT = 30.0  # a collapsing server is reported as a lower bound, not waited for
 
 SERVE_PROVISIOND = """
@@ -38,7 +38,7 @@ import argparse, sys
 from pathlib import Path
 from provisiond.cli.tftp_cmds import run_tftp
 run_tftp(argparse.Namespace(root=Path(sys.argv[1]), address="127.0.0.1", port=int(sys.argv[2]),
-                            max_transfers=256, lockstep_engine=sys.argv[3]))
+                            max_transfers=256, engine=sys.argv[3]))
 """
 
 
@@ -143,7 +143,7 @@ def main() -> int:
         raise SystemExit(f"bench: {ATFTPD} missing: run scripts/fetch-atftpd.sh")
 
     every = ("provisiond", PYTHON_LOOP, "in.tftpd", "dnsmasq", "atftpd")
-    windowed = ("provisiond", "atftpd")
+    windowed = ("provisiond", PYTHON_LOOP, "atftpd")
     n = args.clients
     scenarios = [
         Scenario("1 client, 512 B blocks", 512, None, 1, every),
@@ -197,9 +197,9 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     from provisiond.tftp import native
 
-    engine = "native sender" if native.load() is not None else "Python loop (native sender not built)"
+    engine = "native sender" if native.load() is not None else "Python loop (native sender not built!)"
     print(f"\nMachine: {platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-          f"Python {platform.python_version()}. provisiond lock-step engine: {engine}. Client: atftp. "
+          f"Python {platform.python_version()}. provisiond: {engine}. Client: atftp. "
           f"Single client: {args.size_mib} MiB; {n} clients: {args.concurrent_size_mib} MiB "
           f"each (aggregate MiB/s). Best of {args.repeat}.\n")
     print("| scenario | " + " | ".join(every) + " | provisiond / in.tftpd | provisiond / atftpd |")

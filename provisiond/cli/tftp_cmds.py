@@ -22,22 +22,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=69, help="UDP port (default 69)")
     parser.add_argument("--max-transfers", type=int, default=256, metavar="N",
                         help="concurrent transfers before new requests get 'busy'")
-    parser.add_argument("--lockstep-engine", choices=("native", "python"), default="native",
-                        help="where lock-step transfers run: the native sender (default) or "
-                             "the Python loop (its fallback; for comparison)")
+    parser.add_argument("--engine", choices=("native", "python"), default="native",
+                        help="where transfers run: the native sender (default) or the Python "
+                             "loop (its fallback; for comparison)")
     parser.set_defaults(func=run_tftp)
 
 
 def run_tftp(args: argparse.Namespace) -> int:
     server = TftpServer(args.root, args.address, args.port, max_transfers=args.max_transfers,
-                        native_lockstep=args.lockstep_engine == "native")
+                        native_sender=args.engine == "native")
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
     server.start()
-    engine = "native sender" if server.native_lockstep else "Python loop"
+    engine = "native sender" if server.native else "Python loop"
     print(f"provisiond tftp: serving {args.root} on {args.address}:{server.port} "
-          f"(lock-step transfers: {engine})", flush=True)
+          f"(transfers: {engine})", flush=True)
     try:
         done.wait()
     finally:

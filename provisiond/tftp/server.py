@@ -1,15 +1,13 @@
 """The TFTP server: a small pool prepares requests (path checks, the responder, opening the
-file, options), so a slow responder never stalls running transfers; then lock-step transfers
-run in the native sender (native.py, one thread each, GIL released) and windowed ones in one
-epoll loop. docs/tftp.md says why, with the measurements.
+file, options), so a slow responder never stalls running transfers; then each transfer runs
+in the native sender (native.py: one thread per transfer, GIL released). docs/tftp.md says
+why, with the measurements.
 
-Why a bare epoll loop for windows and not asyncio: the per-window work is one recv() and one
-sendmsg() (UDP GSO); asyncio adds transport and future bookkeeping per datagram. Here each
-ready socket costs a dict lookup and a method call, one epoll_wait serves every socket that
-became readable, and the file is read ahead in 256 KiB chunks so a block is a memoryview
-slice. Each transfer has its own connected UDP socket (its TID); a slow or vanished client
-only holds its own deadline. Without the native sender the loop serves lock-step transfers
-too (a window of one block).
+Without the native sender (no C compiler at install), transfers run in one epoll loop
+instead: the per-window work is one recv() and one sendmsg() (UDP GSO); each ready socket
+costs a dict lookup and a method call, and the file is read ahead in 256 KiB chunks so a
+block is a memoryview slice. Either way each transfer has its own connected UDP socket (its
+TID), and a slow or vanished client only holds its own deadline.
 
 Content comes first from the responder (generated per-node boot configs, never written to
 disk), then from the root directory (see paths.py for confinement). Statistics of every
@@ -119,7 +117,6 @@ class _Transfer:
         self.deadline = 0.0
         self.want_write = False
         self.batch = 1  # blocks per send (more than one with UDP GSO)
-        self.lockstep = True  # windowsize 1
         self.content: bytes | None = None  # generated or netascii content (else the file fd)
         self.stop = native.StopFlag()  # ends a transfer run by the native sender
 
@@ -189,7 +186,6 @@ class _Transfer:
         self.options = {name: int(value) for name, value in neg.reply.items()}
         self.last = self.blocks.size // neg.blksize + 1  # the final block is short, maybe empty
         self.batch = server._gso_batch(neg.blksize) if neg.windowsize > 1 else 1
-        self.lockstep = neg.windowsize == 1
         self.content = content
         sock.setblocking(False)
         return None
@@ -363,7 +359,7 @@ class TftpServer:
         max_blksize: int = MAX_BLKSIZE,
         client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
         gso: bool = True,
-        native_lockstep: bool = True,
+        native_sender: bool = True,
     ) -> None:
         self.root = Path(root)
         self.address = address
@@ -385,8 +381,8 @@ class TftpServer:
         self._stats: queue.SimpleQueue[TransferStats | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._gso = gso
-        self._use_native = native_lockstep
-        self._native: ctypes.CDLL | None = None  # the loaded lock-step sender, set by start()
+        self._use_native = native_sender
+        self._native: ctypes.CDLL | None = None  # the loaded native sender, set by start()
         self._native_runs: dict[_Transfer, threading.Thread] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -421,7 +417,7 @@ class TftpServer:
         ]
         for thread in self._threads:
             thread.start()
-        log.info("TFTP serving %s on %s:%d (lock-step transfers: %s)", self.root, self.address,
+        log.info("TFTP serving %s on %s:%d (transfers: %s)", self.root, self.address,
                  self.port, "native sender" if self._native is not None else "Python loop")
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -475,8 +471,8 @@ class TftpServer:
                      "datagram per block", exc.strerror or exc)
 
     @property
-    def native_lockstep(self) -> bool:
-        """True if lock-step transfers run in the native sender (see native.py)."""
+    def native(self) -> bool:
+        """True if transfers run in the native sender (see native.py)."""
         return self._native is not None
 
     @property
@@ -629,18 +625,18 @@ class TftpServer:
                 outcome = "error: internal error"
             if outcome is not None:
                 self._end(transfer, outcome)
-            elif transfer.lockstep and self._native is not None:
+            elif self._native is not None:
                 self._start_native(transfer)
             else:
                 self._ready.append(transfer)
                 os.eventfd_write(self._wake, 1)
 
-    # -- lock-step transfers: one thread each, in the native sender -------------------------
+    # -- the native sender: one thread per transfer ----------------------------------------
 
     def _start_native(self, transfer: _Transfer) -> None:
-        """Why a thread per lock-step transfer: a lock-step block is a round trip with the
+        """Why a thread per transfer: each block (each window) is a round trip with the
         client, and a thread (like in.tftpd's process) that sleeps in recv() is woken on the
-        client's CPU; one loop serving every client pays a cross-CPU wake-up per block."""
+        client's CPU; one loop serving every client pays a cross-CPU wake-up per round trip."""
         thread = threading.Thread(target=self._run_native, args=(transfer,), daemon=True,
                                   name=f"tftp-{transfer.peer[0]}:{transfer.peer[1]}")
         with self._lock:  # started under the lock: stop() never sees an unstarted thread
@@ -656,10 +652,15 @@ class TftpServer:
         assert sock is not None and self._native is not None
         try:
             sock.setblocking(True)
-            oack = packet.build_oack(neg.reply) if neg.reply else b""
-            end = native.run_lockstep(self._native, sock, transfer.fd, transfer.content,
-                                      transfer.blocks.size, neg.blksize, oack, neg.timeout,
-                                      self.retries, transfer.stop)
+            plan = native.Plan(fd=transfer.fd, content=transfer.content,
+                               size=transfer.blocks.size, blksize=neg.blksize,
+                               windowsize=neg.windowsize,
+                               gso_batch=self._gso_batch(neg.blksize) if neg.windowsize > 1 else 1,
+                               oack=packet.build_oack(neg.reply) if neg.reply else b"",
+                               timeout=neg.timeout, retries=self.retries)
+            end = native.send(self._native, sock, plan, transfer.stop)
+            if end.gso_refused:
+                self._disable_gso(OSError(end.gso_refused, os.strerror(end.gso_refused)))
             transfer.acked, transfer.retransmits = end.acked, end.retransmits
             outcome = _native_outcome(end)
         except Exception:

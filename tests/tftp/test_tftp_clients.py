@@ -77,9 +77,9 @@ def test_curl_blksize(root: Path, tmp_path: Path, blksize: int, engine: str) -> 
 
 @pytest.mark.parametrize(("blksize", "windowsize"), [(1468, 16), (512, 64), (65464, 16),
                                                      (1428, 1)])
-def test_atftp_windowsize(root: Path, tmp_path: Path, blksize: int, windowsize: int) -> None:
+def test_atftp_windowsize(root: Path, tmp_path: Path, blksize: int, windowsize: int, engine: str) -> None:
     out = tmp_path / "out"
-    with running_server(root) as (server, recorder):
+    with running_server(root, engine=engine) as (server, recorder):
         proc = atftp(server.port, "images/initrd", out, blksize, windowsize)
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, output
@@ -89,10 +89,10 @@ def test_atftp_windowsize(root: Path, tmp_path: Path, blksize: int, windowsize: 
     assert stats.outcome == "ok"
 
 
-def test_atftp_windowsize_without_gso(root: Path, tmp_path: Path) -> None:
+def test_atftp_windowsize_without_gso(root: Path, tmp_path: Path, engine: str) -> None:
     """The one-datagram-per-send path (kernels or devices without UDP segmentation)."""
     out = tmp_path / "out"
-    with running_server(root, gso=False) as (server, recorder):
+    with running_server(root, gso=False, engine=engine) as (server, recorder):
         proc = atftp(server.port, "images/initrd", out, 1468, 32)
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, output

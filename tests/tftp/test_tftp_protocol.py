@@ -27,8 +27,8 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-def test_oack_lists_only_understood_options(root: Path) -> None:
-    with running_server(root) as (server, _), RawClient(server.port) as client:
+def test_oack_lists_only_understood_options(root: Path, engine: str) -> None:
+    with running_server(root, engine=engine) as (server, _), RawClient(server.port) as client:
         client.rrq("file", options={"blksize": "1024", "tsize": "0", "timeout": "2",
                                     "windowsize": "8", "multicast": "", "foo": "bar"})
         assert client.recv() == packet.OAck({"blksize": "1024", "timeout": "2",
@@ -82,9 +82,9 @@ def test_lost_ack_is_repaired_by_retransmission(root: Path, engine: str) -> None
     assert stats.retransmits == 1 and stats.outcome == "ok"
 
 
-def test_partial_window_ack_goes_back(root: Path) -> None:
+def test_partial_window_ack_goes_back(root: Path, engine: str) -> None:
     """RFC 7440: an ACK inside the window means the rest was lost; resend from there."""
-    with running_server(root) as (server, recorder), RawClient(server.port) as client:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as client:
         client.rrq("file", options={"windowsize": "4"})
         assert client.recv() == packet.OAck({"windowsize": "4"})
         client.ack(0)
@@ -97,13 +97,13 @@ def test_partial_window_ack_goes_back(root: Path) -> None:
     assert stats.outcome == "error: client aborted: enough"
 
 
-def test_block_numbers_wrap_in_windowed_mode(tmp_path: Path) -> None:
+def test_block_numbers_wrap_in_windowed_mode(tmp_path: Path, engine: str) -> None:
     """65536+ blocks at blksize 8 with a window: the 16-bit counter wraps to 0 and goes on."""
     root = tmp_path / "root"
     root.mkdir()
     content = os.urandom(8 * 70000)
     (root / "f").write_bytes(content)
-    with running_server(root) as (server, recorder), RawClient(server.port) as client:
+    with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as client:
         client.rrq("f", options={"blksize": "8", "windowsize": "100"})
         assert isinstance(client.recv(), packet.OAck)
         client.ack(0)
@@ -219,7 +219,7 @@ def test_repeated_rrq_starts_one_transfer(root: Path, engine: str) -> None:
 def test_stop_ends_running_transfers(root: Path, engine: str) -> None:
     recorded = []
     server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorded.append,
-                        native_lockstep=engine == "native")
+                        native_sender=engine == "native")
     server.start()
     clients = [RawClient(server.port) for _ in range(3)]
     try:
@@ -249,11 +249,11 @@ def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
         TftpServer(tmp_path / "nope", "127.0.0.1", 0).start()
 
 
-def test_large_window_for_clients_with_large_buffers(root: Path) -> None:
+def test_large_window_for_clients_with_large_buffers(root: Path, engine: str) -> None:
     """`client_rcvbuf` raises the window cap: 300 blocks of 8 KiB (2.4 MiB) per window, sent
     in GSO batches of 7 blocks, arrive complete and in order."""
     content = (root / "big").read_bytes()
-    with running_server(root, client_rcvbuf=8 * 2**20) as (server, recorder), RawClient(
+    with running_server(root, client_rcvbuf=8 * 2**20, engine=engine) as (server, recorder), RawClient(
             server.port) as client:
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
         client.rrq("big", options={"blksize": "8192", "windowsize": "300"})

@@ -39,9 +39,9 @@ def running_server(root: Path, engine: str = "native",
                    **kwargs) -> Iterator[tuple[TftpServer, Recorder]]:
     recorder = Recorder()
     server = TftpServer(root, "127.0.0.1", 0, on_transfer=recorder,
-                        native_lockstep=engine == "native", **kwargs)
+                        native_sender=engine == "native", **kwargs)
     server.start()
-    assert server.native_lockstep == (engine == "native")
+    assert server.native == (engine == "native")
     try:
         yield server, recorder
     finally:

@@ -1,5 +1,5 @@
-"""Lock-step transfers end cleanly however the client behaves, in both engines: the native
-sender (lockstep.c, one thread per transfer) and the Python loop it falls back to."""
+"""Transfers end cleanly however the client behaves, in both engines: the native sender
+(sender.c, one thread per transfer) and the Python loop it falls back to."""
 
 from __future__ import annotations
 
@@ -22,10 +22,15 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-def test_native_sender_is_built_and_runs_each_lockstep_transfer_in_a_thread(root: Path) -> None:
+@pytest.mark.parametrize("options", [{}, {"windowsize": "8"}], ids=["lock-step", "windowed"])
+def test_native_sender_is_built_and_runs_each_transfer_in_a_thread(root: Path,
+                                                                   options: dict[str, str]) -> None:
     with running_server(root) as (server, recorder), RawClient(server.port) as client:
-        assert server.native_lockstep
-        client.rrq("big")
+        assert server.native
+        client.rrq("big", options=options)
+        if options:
+            assert isinstance(client.recv(), packet.OAck)
+            client.ack(0)
         assert client.recv().block == 1
         port = client.sock.getsockname()[1]
         assert f"tftp-127.0.0.1:{port}" in [thread.name for thread in threading.enumerate()]
