@@ -51,6 +51,11 @@ class Scenario:
     servers: tuple[str, ...]
 
 
+def mib(rate: float) -> str:
+    """MiB/s, with a decimal where whole numbers would hide the difference."""
+    return f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -182,7 +187,7 @@ def main() -> int:
                         best[name] = None if rate is None else max(best[name] or 0.0, rate)
                 for name, rate in best.items():
                     results[scenario.label, name] = rate
-                    shown = f"{rate:.0f}" if rate else f"did not finish in {RUN_LIMIT:.0f} s"
+                    shown = mib(rate) if rate else f"did not finish in {RUN_LIMIT:.0f} s"
                     print(f"  {scenario.label:38} {name:10} {shown} MiB/s", file=sys.stderr)
         finally:
             for proc, _, _ in servers.values():
@@ -211,7 +216,7 @@ def main() -> int:
             if name not in scenario.servers:
                 cells.append("n/a")
             else:
-                cells.append(f"{rate:.0f}" if rate else f"unfinished in {RUN_LIMIT:.0f} s")
+                cells.append(mib(rate) if rate else f"unfinished in {RUN_LIMIT:.0f} s")
         ours = results.get((scenario.label, "provisiond")) or 0.0
         ratios = []
         for peer in ("in.tftpd", "atftpd"):
