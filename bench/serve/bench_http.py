@@ -39,19 +39,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def download(url: str) -> float:
-    """Seconds for one whole download with curl (the body goes to /dev/null)."""
-    started = time.perf_counter()
-    subprocess.run(["curl", "-sSf", "-o", "/dev/null", url], check=True, timeout=120)
-    return time.perf_counter() - started
+def download(url: str, size: int) -> float:
+    """Seconds for one whole download, as curl times it (the body goes to /dev/null).
+
+    Timed by curl, and waited for without a Python timeout (curl's --max-time bounds it):
+    Popen.wait(timeout) polls with sleeps of up to 50 ms, longer than a 64 MiB download here.
+    """
+    result = subprocess.run(["curl", "-sSf", "--max-time", "120", "-o", "/dev/null", "-w",
+                             "%{time_total} %{size_download}", url],
+                            check=True, capture_output=True, text=True)
+    seconds, got = result.stdout.split()
+    if int(got) != size:
+        raise SystemExit(f"bench: {url} sent {got} bytes, not {size}")
+    return float(seconds)
 
 
 def measure(url: str, size: int, rounds: int, parallel: int) -> tuple[float, float]:
-    download(url)  # warm the page cache and the server
-    one = min(download(url) for _ in range(rounds))
+    download(url, size)  # warm the page cache and the server
+    one = min(download(url, size) for _ in range(rounds))
     started = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(download, [url] * (parallel * rounds)))
+        list(pool.map(download, [url] * (parallel * rounds), [size] * (parallel * rounds)))
     many = time.perf_counter() - started
     mib = size / 2**20
     return mib / one, mib * parallel * rounds / many

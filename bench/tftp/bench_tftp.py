@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,16 +112,25 @@ def fetch_all(host: str, port: int, scenario: Scenario, out_dir: Path,
     procs = [subprocess.Popen(["atftp", *options, "-g", "-r", "file", "-l", str(path), host,
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for path in outputs]
-    finished = True
-    for proc in procs:
-        try:
-            proc.wait(max(0.1, started + RUN_LIMIT - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            finished = False
-            proc.kill()
+    # A blocking wait() returns the moment a client exits; Popen.wait(timeout) would poll
+    # with sleeps of up to 50 ms, as long as a whole 64 MiB transfer at 1 GiB/s.
+    expired = threading.Event()
+
+    def kill_all() -> None:
+        expired.set()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    killer = threading.Timer(RUN_LIMIT, kill_all)
+    killer.start()
+    try:
+        for proc in procs:
             proc.wait()
-    elapsed = time.monotonic() - started
-    if not finished:
+        elapsed = time.monotonic() - started
+    finally:
+        killer.cancel()
+    if expired.is_set():
         return None
     total = 0
     for path in outputs:

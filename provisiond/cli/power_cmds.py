@@ -215,7 +215,7 @@ def run_provision(args: argparse.Namespace) -> int:
 
 
 def _event(result: NodeResult) -> dict:
-    detail = {"ok": result.ok, "attempts": result.attempts, "elapsed": result.elapsed}
+    detail = {"ok": result.ok, "ipmi_calls": result.ipmi_calls, "elapsed": result.elapsed}
     if result.ok:
         detail.update(power=result.power, done=result.done)
     else:

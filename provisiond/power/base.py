@@ -116,5 +116,5 @@ class NodeResult:
     done: str = ""
     error_kind: str | None = None
     message: str = ""
-    attempts: int = 0
+    ipmi_calls: int = 0  # IPMI operations sent, retries included (pxe-boot: boot device + power on)
     elapsed: float = 0.0

@@ -124,7 +124,7 @@ def run_node(target: BmcTarget, action: str, config: PowerConfig) -> NodeResult:
         done=done,
         error_kind=kind,
         message=message,
-        attempts=getattr(driver, "attempts", 0),
+        ipmi_calls=getattr(driver, "attempts", 0),
         elapsed=round(time.monotonic() - start, 3),
     )
 

@@ -45,7 +45,7 @@ def main() -> None:
                 except PowerError as exc:
                     emit(NodeResult(
                         name=target.name, action=action, ok=False, error_kind=str(exc.kind),
-                        message=exc.detail, attempts=1,
+                        message=exc.detail, ipmi_calls=1,
                         elapsed=round(time.monotonic() - start, 3),
                     ))
                     return
