@@ -70,14 +70,24 @@ static int set_recv_timeout(int sock, int64_t ms) {
     return setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
-/* The content: memory, or a file read ahead in chunks that always hold a whole window. */
+/*
+ * The content: memory, or a file read into two slots, each large enough for a whole window.
+ * The window in flight stays in its slot (a resend needs it) while the next window is read
+ * into the other one, before the sender waits for the ACK: like in.tftpd's read-ahead, the
+ * read overlaps the client's turn instead of delaying the next send.
+ */
+struct slot {
+    unsigned char *buf;
+    int64_t offset, len;
+};
+
 struct source {
     int fd;
     const unsigned char *mem;
     int64_t size;
     int32_t blksize;
-    unsigned char *chunk;
-    int64_t chunk_offset, chunk_len, chunk_capacity;
+    int64_t capacity; /* bytes per slot, whole blocks */
+    struct slot slots[2];
 };
 
 static int64_t block_offset(const struct source *src, int64_t block) {
@@ -89,18 +99,24 @@ static size_t block_len(const struct source *src, int64_t block) {
     return (size_t)(left > src->blksize ? src->blksize : (left < 0 ? 0 : left));
 }
 
-/* Make blocks first..last readable with block_data(); -1 with errno on failure. */
-static int load_blocks(struct source *src, int64_t first, int64_t last) {
-    if (src->mem != NULL)
-        return 0;
-    int64_t start = block_offset(src, first);
-    int64_t stop = block_offset(src, last) + (int64_t)block_len(src, last);
-    if (start >= src->chunk_offset && stop <= src->chunk_offset + src->chunk_len)
-        return 0;
-    int64_t got = 0;
-    while (got < src->chunk_capacity) {
-        ssize_t n = pread(src->fd, src->chunk + got, (size_t)(src->chunk_capacity - got),
-                          start + got);
+/* The slot that holds all of `block`, or -1. */
+static int slot_of(const struct source *src, int64_t block) {
+    int64_t start = block_offset(src, block), stop = start + (int64_t)block_len(src, block);
+    for (int i = 0; i < 2; i++) {
+        const struct slot *slot = &src->slots[i];
+        if (slot->buf != NULL && start >= slot->offset && stop <= slot->offset + slot->len)
+            return i;
+    }
+    return -1;
+}
+
+/* Read the file into slot i from the start of `block`; -1 with errno on failure. */
+static int fill_slot(struct source *src, int i, int64_t block) {
+    struct slot *slot = &src->slots[i];
+    int64_t start = block_offset(src, block), got = 0;
+    slot->len = 0; /* nothing valid while it is being refilled */
+    while (got < src->capacity) {
+        ssize_t n = pread(src->fd, slot->buf + got, (size_t)(src->capacity - got), start + got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -109,20 +125,61 @@ static int load_blocks(struct source *src, int64_t first, int64_t last) {
             break;
         got += n;
     }
-    src->chunk_offset = start;
-    src->chunk_len = got;
-    if (start + got < stop) { /* the file shrank under the transfer (server.py: SHRANK) */
-        errno = ENODATA;
+    slot->offset = start;
+    slot->len = got;
+    return 0;
+}
+
+static int all_loaded(const struct source *src, int64_t first, int64_t last) {
+    for (int64_t block = first; block <= last; block++)
+        if (slot_of(src, block) < 0)
+            return 0;
+    return 1;
+}
+
+/* Make blocks first..last readable with block_data(); -1 with errno on failure. */
+static int load_blocks(struct source *src, int64_t first, int64_t last) {
+    if (src->mem != NULL || all_loaded(src, first, last))
+        return 0;
+    /* Read the whole window (a slot holds one) into the slot that does not hold what comes
+     * after it, which read_ahead() may have fetched already. */
+    int i = slot_of(src, last + 1) == 0 ? 1 : 0;
+    if (fill_slot(src, i, first) < 0)
+        return -1;
+    if (!all_loaded(src, first, last)) {
+        errno = ENODATA; /* the file shrank under the transfer (server.py: SHRANK) */
         return -1;
     }
     return 0;
+}
+
+/* After sending first..last, read the next window ahead if it is not in a slot yet and a
+ * slot is free of the window in flight. A failed read is left to load_blocks() to report. */
+static void read_ahead(struct source *src, int64_t first, int64_t last, int64_t next_last) {
+    if (src->mem != NULL || last >= next_last)
+        return;
+    int64_t block = last + 1;
+    while (block <= next_last && slot_of(src, block) >= 0)
+        block++;
+    if (block > next_last)
+        return;
+    for (int i = 0; i < 2; i++) {
+        const struct slot *slot = &src->slots[i];
+        int64_t start = block_offset(src, first), stop = block_offset(src, last + 1);
+        if (slot->len == 0 || stop <= slot->offset || start >= slot->offset + slot->len) {
+            if (fill_slot(src, i, block) < 0)
+                src->slots[i].len = 0;
+            return;
+        }
+    }
 }
 
 static const unsigned char *block_data(const struct source *src, int64_t block) {
     int64_t offset = block_offset(src, block);
     if (src->mem != NULL)
         return src->mem + (block_len(src, block) ? offset : 0);
-    return src->chunk + (offset - src->chunk_offset);
+    const struct slot *slot = &src->slots[slot_of(src, block)];
+    return slot->buf + (offset - slot->offset);
 }
 
 /*
@@ -204,14 +261,17 @@ int tftp_send(int sock, int fd, const unsigned char *mem, int64_t size, int32_t 
     int32_t batch = gso_batch < 1 ? 1 : (gso_batch > MAX_BATCH ? MAX_BATCH : gso_batch);
     if (mem == NULL) {
         int64_t window_bytes = (int64_t)windowsize * blksize;
-        src.chunk_capacity = window_bytes > READ_AHEAD ? window_bytes
-                                                       : (READ_AHEAD / blksize) * (int64_t)blksize;
-        if (src.chunk_capacity < blksize)
-            src.chunk_capacity = blksize;
-        src.chunk = malloc((size_t)src.chunk_capacity);
-        if (src.chunk == NULL) {
-            res->error = ENOMEM;
-            return TS_OS_ERROR;
+        src.capacity = window_bytes > READ_AHEAD ? window_bytes
+                                                 : (READ_AHEAD / blksize) * (int64_t)blksize;
+        if (src.capacity < blksize)
+            src.capacity = blksize;
+        for (int i = 0; i < 2; i++) {
+            src.slots[i].buf = malloc((size_t)src.capacity);
+            if (src.slots[i].buf == NULL) {
+                free(src.slots[0].buf);
+                res->error = ENOMEM;
+                return TS_OS_ERROR;
+            }
         }
     }
     const int64_t last = size / blksize + 1; /* the final block is short, maybe empty */
@@ -235,6 +295,9 @@ int tftp_send(int sock, int fd, const unsigned char *mem, int64_t size, int32_t 
             end = acked + windowsize < last ? acked + windowsize : last;
             failed = load_blocks(&src, acked + 1, end) < 0 ||
                      send_blocks(sock, &src, acked + 1, end, &batch, res) < 0;
+            if (!failed)
+                read_ahead(&src, acked + 1, end,
+                           end + windowsize < last ? end + windowsize : last);
         }
         if (failed) {
             if (*stop) {
@@ -311,6 +374,7 @@ int tftp_send(int sock, int fd, const unsigned char *mem, int64_t size, int32_t 
         }
     }
     res->acked = acked;
-    free(src.chunk);
+    free(src.slots[0].buf);
+    free(src.slots[1].buf);
     return outcome;
 }

@@ -106,3 +106,32 @@ def test_file_that_shrinks_during_the_transfer_is_an_error(root: Path, engine: s
         (stats,) = recorder.wait(1, timeout=20)
     assert stats.outcome == f"error: {SHRANK}"
     assert received == []  # not one short block that a client would take for the end
+
+
+def test_go_back_on_every_window_crosses_read_ahead_boundaries(root: Path, engine: str) -> None:
+    """The client acknowledges only half of each window: every next window starts inside the
+    last one, and windows straddle the sender's read-ahead buffers; the file still arrives
+    whole and in order."""
+    content = (root / "big").read_bytes()
+    window, size = 16, 1468
+    with running_server(root, engine=engine) as (server, recorder), RawClient(
+            server.port) as client:
+        client.rrq("big", options={"blksize": str(size), "windowsize": str(window)})
+        assert isinstance(client.recv(), packet.OAck)
+        client.ack(0)
+        received = bytearray()
+        expected = 1  # next block wanted, counted without wrap
+        done = False
+        while not done:
+            # the whole window (the server sends it at once), or what is left of the file
+            burst = [client.recv() for _ in range(min(window, len(content) // size + 2 - expected))]
+            take = burst[: max(1, len(burst) // 2)]  # keep half, "lose" the rest
+            for data in take:
+                assert isinstance(data, packet.Data) and data.block == expected & 0xFFFF
+                received += data.payload
+                expected += 1
+                done = len(data.payload) < size
+            client.ack((expected - 1) & 0xFFFF)
+        (stats,) = recorder.wait(1)
+    assert bytes(received) == content
+    assert stats.outcome == "ok" and stats.retransmits > 0
