@@ -77,9 +77,14 @@ static int set_recv_timeout(int sock, int64_t ms) {
  * read overlaps the client's turn instead of delaying the next send.
  */
 struct slot {
-    unsigned char *buf;
-    int64_t offset, len;
+    unsigned char *buf;  /* malloc'd; the data starts at buf + DATA_SKEW */
+    int64_t offset, len; /* file offset and length of the data held */
 };
+
+/* The kernel copies a datagram's payload to just after the 4-byte TFTP header, so data read
+ * 4 bytes past an aligned address keeps source and destination equally aligned: a 64 KiB
+ * copy from a source 4 bytes off cost several times as much (perf: _copy_from_iter). */
+#define DATA_SKEW 4
 
 struct source {
     int fd;
@@ -116,7 +121,8 @@ static int fill_slot(struct source *src, int i, int64_t block) {
     int64_t start = block_offset(src, block), got = 0;
     slot->len = 0; /* nothing valid while it is being refilled */
     while (got < src->capacity) {
-        ssize_t n = pread(src->fd, slot->buf + got, (size_t)(src->capacity - got), start + got);
+        ssize_t n = pread(src->fd, slot->buf + DATA_SKEW + got, (size_t)(src->capacity - got),
+                          start + got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -179,7 +185,7 @@ static const unsigned char *block_data(const struct source *src, int64_t block) 
     if (src->mem != NULL)
         return src->mem + (block_len(src, block) ? offset : 0);
     const struct slot *slot = &src->slots[slot_of(src, block)];
-    return slot->buf + (offset - slot->offset);
+    return slot->buf + DATA_SKEW + (offset - slot->offset);
 }
 
 /*
@@ -266,7 +272,7 @@ int tftp_send(int sock, int fd, const unsigned char *mem, int64_t size, int32_t 
         if (src.capacity < blksize)
             src.capacity = blksize;
         for (int i = 0; i < 2; i++) {
-            src.slots[i].buf = malloc((size_t)src.capacity);
+            src.slots[i].buf = malloc((size_t)(src.capacity + DATA_SKEW));
             if (src.slots[i].buf == NULL) {
                 free(src.slots[0].buf);
                 res->error = ENOMEM;
