@@ -18,7 +18,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("_sender.so")
-SOURCE = Path(__file__).with_name("sender.c")
 
 # enum send_outcome in sender.c
 OK, TIMEOUT, CLIENT_ERROR, OS_ERROR, STOPPED = range(5)

@@ -655,7 +655,7 @@ class TftpServer:
             plan = native.Plan(fd=transfer.fd, content=transfer.content,
                                size=transfer.blocks.size, blksize=neg.blksize,
                                windowsize=neg.windowsize,
-                               gso_batch=self._gso_batch(neg.blksize) if neg.windowsize > 1 else 1,
+                               gso_batch=transfer.batch,
                                oack=packet.build_oack(neg.reply) if neg.reply else b"",
                                timeout=neg.timeout, retries=self.retries)
             end = native.send(self._native, sock, plan, transfer.stop)
