@@ -25,8 +25,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     created_policy=1
   fi
   trap '[ -n "$created_policy" ] && $SUDO rm -f "$policy"' EXIT
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "install-deps: all ${#wanted[@]} Debian packages present"
 fi
