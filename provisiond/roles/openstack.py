@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from provisiond.roles.generate import CONTEXT_PROVIDERS, ROLE_PARTS
 from provisiond.roles.openstack_data import Family, family
 from provisiond.roles.schema import ManifestError
 from provisiond.roles.secrets import SECRET_SCOPES, placeholder
@@ -75,7 +76,7 @@ class ProviderNetwork(BaseModel):
 
 
 class OpenStackSettings(BaseModel):
-    """The `site.openstack` section of the inventory."""
+    """The `site.openstack` section of the inventory; a site without it gets no OpenStack."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -172,7 +173,8 @@ class OpenStackPlan:
 
     @property
     def memcached(self) -> str:
-        return f"{self.controller_ip}:11211"
+        """memcached listens on localhost only: just the controller's own APIs use it."""
+        return "127.0.0.1:11211"
 
     @property
     def transport_url(self) -> str:
@@ -233,7 +235,7 @@ class OpenStackPlan:
         """The [keystone_authtoken]-style options a service uses to log in as `user`."""
         return {
             "www_authenticate_uri": self.keystone_public, "auth_url": self.keystone_public,
-            "memcached_servers": self.memcached, "auth_type": "password",
+            "memcached_servers": self.memcached, "auth_type": "password", "region_name": self.settings.region,
             "project_domain_name": "Default", "user_domain_name": "Default",
             "project_name": "service", "username": user, "password": placeholder(f"{user}-user"),
         }
@@ -297,14 +299,17 @@ class OpenStackPlan:
         return self.settings.provider
 
 
-def plan_openstack(inventory: Any, node: Any, os_family: str) -> OpenStackPlan:
-    """The OpenStack plan for `node` (raises ManifestError naming what is missing)."""
+def plan_openstack(inventory: Any, node: Any, os_family: str) -> OpenStackPlan | None:
+    """The OpenStack plan for `node`, None when the site has no `openstack:` section (GlusterFS
+    only). Raises ManifestError naming what is missing."""
+    settings: OpenStackSettings | None = inventory.site.openstack
+    if settings is None:
+        return None
     controllers = [item for item in inventory.nodes if item.role == "controller"]
     if not controllers:
         raise ManifestError("OpenStack needs a controller node; the inventory has none")
     controller = controllers[0]
     computes = [item for item in inventory.nodes if item.role == "compute"]
-    settings: OpenStackSettings = inventory.site.openstack
     try:
         names = family(os_family)
     except ValueError as exc:
@@ -315,3 +320,12 @@ def plan_openstack(inventory: Any, node: Any, os_family: str) -> OpenStackPlan:
         computes=tuple(item.hostname for item in computes), site_network=str(inventory.site.network),
         compute_ips=tuple(str(item.ip) for item in computes),
     )
+
+
+def _register_parts() -> None:
+    ROLE_PARTS["controller"] += [part for part in CONTROLLER_PARTS if part not in ROLE_PARTS["controller"]]
+    ROLE_PARTS["compute"] += [part for part in COMPUTE_PARTS if part not in ROLE_PARTS["compute"]]
+    CONTEXT_PROVIDERS["openstack"] = plan_openstack
+
+
+_register_parts()

@@ -10,7 +10,7 @@ packaging and are checked by the manifest tests only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class Family:
     # policy-rc.d until the role is configured; and debconf answers for that install.
     holds_starts: bool = False
     debconf: tuple[str, ...] = ()
+    # Services the packages enable that the controller does not use (stopped and disabled).
+    unwanted: tuple[str, ...] = ()
+    # Whole files the controller writes: path -> template in manifests/openstack/.
+    controller_files: Mapping[str, str] = field(default_factory=dict)
 
 
 _COMMON_PATHS = {
@@ -138,6 +142,10 @@ FAMILIES: dict[str, Family] = {
         owners=_OWNERS,
         holds_starts=True,
         debconf=_DEBIAN_DEBCONF,
+        # No neutron metadata agent; noVNC, not SPICE or serial consoles.
+        unwanted=("nova-api-metadata", "nova-spicehtml5proxy", "nova-serialproxy"),
+        # nova-consoleproxy's init scripts pick the console proxy from here, not from nova.conf.
+        controller_files={"/etc/default/nova-consoleproxy": "openstack/nova-consoleproxy.default.j2"},
     ),
     "rhel": Family(
         packages={
