@@ -25,8 +25,10 @@ def event_json(event: Event) -> dict[str, Any]:
             "source": event.source, "detail": event.detail}
 
 
-def node_json(node: Node | None, record: NodeRecord, last: Event | None, now: float) -> dict[str, Any]:
-    """A node as the API shows it (inventory fields are None when no inventory is at hand)."""
+def node_json(node: Node | None, record: NodeRecord, last: Event | None, now: float,
+              agent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A node as the API shows it (inventory fields are None when no inventory is at hand);
+    `agent`: its agent's current step and what a barrier waits for (Store.agent_progress)."""
     return {
         "hostname": record.hostname, "mac": record.mac,
         "ip": str(node.ip) if node else None, "role": node.role if node else None,
@@ -35,13 +37,16 @@ def node_json(node: Node | None, record: NodeRecord, last: Event | None, now: fl
         "age_seconds": round(max(0.0, now - record.state_since), 3),
         "netboot": record.netboot, "reason": record.reason,
         "last_event": event_json(last) if last else None,
+        "agent": agent,
     }
 
 
 def set_netboot(store: Store, hostname: str, enabled: bool, source: Source) -> NodeRecord:
-    """Netboot on starts a new install cycle: a fresh node token (older ones go stale)."""
+    """Netboot on starts a new install cycle: a fresh node token and agent credential (older
+    ones go stale)."""
     if enabled:
         store.issue_token(hostname)
+        store.issue_agent_credential(hostname)
     store.set_netboot(hostname, enabled, source)
     return store.node(hostname)
 
@@ -81,8 +86,8 @@ class LocalBackend:
             raise UserError(f"{host} is not a node of this server (known: {known})") from None
 
     def nodes(self) -> list[dict[str, Any]]:
-        now, latest = time.time(), self.store.latest_events()
-        return [node_json(self._node(r.hostname), r, latest.get(r.hostname), now)
+        now, latest, progress = time.time(), self.store.latest_events(), self.store.agent_progress()
+        return [node_json(self._node(r.hostname), r, latest.get(r.hostname), now, progress.get(r.hostname))
                 for r in self.store.nodes()]
 
     def events(self, since: int = 0, host: str | None = None) -> list[dict[str, Any]]:

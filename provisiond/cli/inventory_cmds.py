@@ -1,14 +1,17 @@
-"""`check`, `layout` and `render`: work on the inventory file alone (no server needed)."""
+"""`check`, `layout` and `render` (kickstart, preseed, manifest): work on the inventory file alone
+(no server needed; a manifest's secrets are masked)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
 from provisiond.layouts import Layout, LayoutError, plan_layout
+from provisiond.manifests import ManifestService
 from provisiond.render import Renderer
 
 
@@ -29,8 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument("--uefi", action="store_true", help="with --role: UEFI (GPT + ESP)")
     layout.set_defaults(func=run_layout)
 
-    render = commands.add_parser("render", help="print a node's kickstart or preseed")
-    render.add_argument("kind", choices=("kickstart", "preseed"))
+    render = commands.add_parser("render", help="print a node's kickstart, preseed or role manifest")
+    render.add_argument("kind", choices=("kickstart", "preseed", "manifest"))
     render.add_argument("host")
     render.add_argument(
         "--templates", type=Path, action="append", default=[], metavar="DIR",
@@ -96,5 +99,11 @@ def run_render(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             raise UserError(f"--templates {directory}: not a directory")
     node = inventory.node(args.host)
+    if args.kind == "manifest":
+        config = effective_config(args)
+        templates = [*args.templates, *config.templates]
+        url = f"http://{inventory.site.server}:{config.http_port}"
+        print(json.dumps(ManifestService(inventory, templates).masked(node, url), indent=2))
+        return 0
     print(Renderer(inventory, args.templates).render(args.kind, node), end="")
     return 0

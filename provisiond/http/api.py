@@ -49,10 +49,10 @@ def health() -> Response:
 @bp.get("/api/v1/nodes")
 def nodes() -> Response:
     context, now = ctx(), time.time()
-    latest = context.store.latest_events()
+    latest, progress = context.store.latest_events(), context.store.agent_progress()
     records = {record.hostname: record for record in context.store.nodes()}
     return jsonify(nodes=[
-        node_json(node, records[node.hostname], latest.get(node.hostname), now)
+        node_json(node, records[node.hostname], latest.get(node.hostname), now, progress.get(node.hostname))
         for node in context.inventory.nodes if node.hostname in records
     ])
 
@@ -64,7 +64,8 @@ def node(hostname: str) -> Response:
         record = context.store.node(item.hostname)
     except UnknownNode:
         abort(404, description=f"{hostname} is not in the store yet (restart serve to sync)")
-    return jsonify(node_json(item, record, context.store.latest_events().get(item.hostname), time.time()))
+    return jsonify(node_json(item, record, context.store.latest_events().get(item.hostname), time.time(),
+                             context.store.agent_progress().get(item.hostname)))
 
 
 @bp.get("/api/v1/events")
