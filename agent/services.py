@@ -24,6 +24,19 @@ UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system"
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie is not: our own exited child is reaped here)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def pick(name: str, journal: Any) -> Any:
     """`auto` picks systemd when it runs as the init system, else the direct runner."""
     if name == "systemd" or (name == "auto" and os.path.isdir("/run/systemd/system")):
@@ -120,16 +133,17 @@ def command_line(exec_start: str, env: dict[str, str]) -> list[str]:
 class DirectRunner:
     name = "direct"
 
-    def __init__(self, journal: Any) -> None:
+    def __init__(self, journal: Any, unit_dirs: tuple[str, ...] = UNIT_DIRS) -> None:
         self.journal = journal
+        self.unit_dirs = unit_dirs
 
     def _unit(self, service: str) -> dict[str, list[str]]:
-        for directory in UNIT_DIRS:
+        for directory in self.unit_dirs:
             path = os.path.join(directory, f"{service}.service")
             if os.path.exists(path):
                 with open(path) as handle:
                     return parse_unit(handle.read())
-        raise StepFailed(f"no unit file for {service} in {', '.join(UNIT_DIRS)} (is its package installed?)")
+        raise StepFailed(f"no unit file for {service} in {', '.join(self.unit_dirs)} (is its package installed?)")
 
     def _pid(self, service: str) -> int | None:
         settings = self._unit(service)
@@ -141,15 +155,7 @@ class DirectRunner:
             pid = int(text) if text.isdigit() else None
         if pid is None:
             pid = self.journal.get("direct_pids", {}).get(service)
-        if pid is None:
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return pid if pid is not None and alive(pid) else None
 
     def is_enabled(self, service: str) -> bool:
         return service in self.journal.get("enabled_units", [])

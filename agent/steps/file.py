@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -38,7 +39,8 @@ def attribute_changes(path: str, mode: str | None, uid: int, gid: int) -> list[s
 
 
 def write_atomically(path: str, content: bytes, mode: str | None, uid: int, gid: int) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
+    """Write beside the target, then rename: a reader never sees half a file (a target that is
+    a mount point of its own cannot be renamed over: it is rewritten in place)."""
     directory = os.path.dirname(path) or "/"
     os.makedirs(directory, exist_ok=True)
     existing_mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
@@ -51,7 +53,17 @@ def write_atomically(path: str, content: bytes, mode: str | None, uid: int, gid:
         os.chmod(temporary, int(mode, 8) if mode is not None else existing_mode)
         if uid != -1 or gid != -1:
             os.chown(temporary, uid, gid)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            # The target is a mount point (a bind-mounted file, as in containers): write in place.
+            with open(path, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.unlink(temporary)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)

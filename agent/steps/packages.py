@@ -29,6 +29,8 @@ def install_command(names: list[str], os_family: str) -> list[str]:
 
 
 def apply(step: dict[str, Any], ctx: Any) -> Outcome:
+    if ctx.os_family not in ("debian", "rhel"):
+        raise StepFailed(f"no package manager for OS family {ctx.os_family!r} (expected debian or rhel)")
     missing = [name for name in step["names"] if not installed(name, ctx.os_family)]
     if not missing:
         return Outcome(False, f"installed already: {', '.join(step['names'])}")

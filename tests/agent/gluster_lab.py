@@ -18,12 +18,18 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import require_program, require_root
 from netlab import run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+from serve_lab import Served  # noqa: E402  (tests/serve: the `provisiond serve` child process)
+
+__all__ = ["SERVER_IP", "GlusterLab", "LabNode", "Served", "dump", "events_of"]
 
 SERVER_IP = "10.213.0.1"
 BRICK_IMAGE_BYTES = 320 * 1024 * 1024  # mkfs.xfs wants 300 MiB at least
