@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from provisiond.boot.methods import METHODS
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.set_defaults(func=run_layout)
 
     render = commands.add_parser("render", help="print a node's kickstart or preseed")
-    render.add_argument("kind", choices=("kickstart", "preseed"))
+    render.add_argument("kind", choices=sorted(METHODS), help="the install method's answer file")
     render.add_argument("host")
     render.add_argument(
         "--templates", type=Path, action="append", default=[], metavar="DIR",
