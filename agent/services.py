@@ -8,6 +8,7 @@ file. "Enabled" is then a note in the agent's journal, since nothing would start
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -26,10 +27,8 @@ _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 def alive(pid: int) -> bool:
     """Running (a zombie is not: our own exited child is reaped here)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"

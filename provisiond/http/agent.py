@@ -25,7 +25,7 @@ from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import bearer_token, require_operator
 from provisiond.inventory import Node
 from provisiond.layouts import LayoutError, plan_layout
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source, State
 from provisiond.logs import log_event
 from provisiond.manifests import ManifestService
 from provisiond.roles import secret_names
@@ -166,17 +166,17 @@ def agent_event(hostname: str) -> Response:
               for key in ("step", "title", "kind", "index", "count", "message", "stderr")
               if body.get(key) not in (None, "")}
     if status == "run-started":
-        store.try_transition(node.hostname, State.CONFIGURING, Source.AGENT, detail={"steps": body.get("count")})
+        store.observe(node.hostname, Event.AGENT_STARTED, Source.AGENT, detail={"steps": body.get("count")})
     store.add_event(node.hostname, f"agent:{status}", Source.AGENT, detail)
     if status not in ("run-started", "run-finished"):
         store.set_agent_progress(node.hostname, detail, status)
     if status == "failed":
         reason = (f"step {detail.get('index')} of {detail.get('count')} ({detail.get('step')}) failed: "
                   f"{detail.get('message', '')}")
-        store.try_transition(node.hostname, State.FAILED, Source.AGENT, reason=reason)
+        store.observe(node.hostname, Event.AGENT_FAILED, Source.AGENT, reason=reason)
     elif status == "run-finished":
         store.clear_agent_waiting(node.hostname)
-        store.try_transition(node.hostname, State.READY, Source.AGENT)
+        store.observe(node.hostname, Event.AGENT_READY, Source.AGENT)
     log_event(log, "agent", host=node.hostname, status=status, step=detail.get("step", ""))
     record = store.node(node.hostname)
     return jsonify(hostname=node.hostname, state=record.state.value)

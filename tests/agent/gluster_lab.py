@@ -27,7 +27,7 @@ from conftest import require_program, require_root
 from netlab import run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
-from serve_lab import Served  # noqa: E402  (tests/serve: the `provisiond serve` child process)
+from serve_lab import Served
 
 __all__ = ["SERVER_IP", "GlusterLab", "LabNode", "Served", "dump", "events_of"]
 

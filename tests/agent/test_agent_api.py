@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import load_inventory
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source, State
 from provisiond.roles import SECRET_SCOPES
 from provisiond.store import Store
 
@@ -54,8 +54,8 @@ def bearer(token: str) -> dict[str, str]:
 
 def installed(store: Store, *hosts: str) -> None:
     for host in hosts:
-        store.transition(host, State.INSTALLING, Source.HTTP)
-        store.transition(host, State.INSTALLED, Source.HTTP)
+        store.apply(host, Event.INSTALL_STARTED, Source.HTTP)
+        store.apply(host, Event.INSTALL_FINISHED, Source.HTTP)
 
 
 def test_manifest_needs_the_nodes_own_agent_credential(site, client):
@@ -75,7 +75,7 @@ def test_manifest_needs_the_nodes_own_agent_credential(site, client):
 
 
 def test_the_credential_is_not_the_install_token_and_is_in_the_install_pages(site, client):
-    app, store, config = site
+    _, store, config = site
     operator = bearer(config.operator_token_file.read_text().strip())
     preseed = client.get("/preseed/c1", headers=operator).get_data(as_text=True)
     credential, token = store.agent_credential("c1"), store.current_token("c1")
@@ -88,7 +88,7 @@ def test_the_credential_is_not_the_install_token_and_is_in_the_install_pages(sit
 
 
 def test_a_nodes_manifest_holds_only_its_roles_secrets_resolved_and_render_masks_them(site, client, monkeypatch):
-    app, store, config = site
+    _, store, config = site
     monkeypatch.setitem(SECRET_SCOPES, "db-pass", frozenset({"controller"}))
     part = config.templates[0] / "manifests" / "layout.yaml.j2"
     part.write_text("{% if role == 'controller' %}" + SECRET_PART + "{% endif %}")
@@ -182,7 +182,7 @@ def test_facts_and_barriers_fail_at_once_for_a_dead_node(site, client):
     shown = client.get("/api/v1/nodes/ctl").json["agent"]["waiting"]
     assert shown["missing"] == ["c2"] and shown["fact"] == "gluster-brick-ready"
 
-    store.transition("c2", State.FAILED, Source.AGENT, reason="step 2 of 6 (gluster.glusterd) failed: boom")
+    store.apply("c2", Event.AGENT_FAILED, Source.AGENT, reason="step 2 of 6 (gluster.glusterd) failed: boom")
     failed = client.post("/api/v1/nodes/ctl/barrier", headers=auth["ctl"], json=body).json
     assert failed["state"] == "failed" and failed["failed"] == {"c2": "step 2 of 6 (gluster.glusterd) failed: boom"}
     assert "c2 failed: step 2 of 6 (gluster.glusterd) failed: boom" in failed["message"]

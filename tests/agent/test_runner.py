@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import load_inventory
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source, State
 from provisiond.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,8 +68,8 @@ nodes:
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
-    store.transition("n1", State.INSTALLING, Source.HTTP)
-    store.transition("n1", State.INSTALLED, Source.HTTP)
+    store.apply("n1", Event.INSTALL_STARTED, Source.HTTP)
+    store.apply("n1", Event.INSTALL_FINISHED, Source.HTTP)
     credential = tmp_path / "agent.credential"
     credential.write_text(store.agent_credential("n1") + "\n")
     (tmp_path / "agent.conf").write_text(

@@ -5,7 +5,6 @@ real Flask app (a requests transport into the WSGI app, no network)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -336,10 +335,12 @@ def test_barrier_times_out_naming_the_missing_nodes(tmp_path: Path, api):
 
 
 def test_barrier_fails_at_once_when_a_node_it_waits_for_died(tmp_path: Path, api):
-    from provisiond.lifecycle import Source, State
+    from provisiond.lifecycle import Event, Source
 
     app, store = api
-    store.transition("c3", State.FAILED, Source.AGENT, reason="step 2 of 6 (gluster.glusterd) failed: exit 64")
+    store.apply("c3", Event.INSTALL_STARTED, Source.HTTP)
+    store.apply("c3", Event.INSTALL_FINISHED, Source.HTTP)
+    store.apply("c3", Event.AGENT_FAILED, Source.AGENT, reason="step 2 of 6 (gluster.glusterd) failed: exit 64")
     ctx = make_ctx(tmp_path, client=agent_client(app, store, "c1"))
     slept = []
     ctx.sleep = slept.append
