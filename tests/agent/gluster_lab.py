@@ -167,8 +167,9 @@ class GlusterLab:
 
     def install_agent(self, node: LabNode, server_url: str, credential: str) -> Path:
         """The agent as a node gets it: the zipapp over HTTP, settings, credential (0600)."""
-        code, _ = self.curl(node, f"{server_url}/agent/provisiond-agent.pyz", "-o", str(node.root / "agent.pyz"))
         pyz = node.root / "agent.pyz"
+        code = int(run(*node.enter(), "curl", "-sS", "--max-time", "20", "-o", str(pyz), "-w", "%{http_code}",
+                       f"{server_url}/agent/provisiond-agent.pyz", timeout=30).stdout)
         assert code == 200 and pyz.stat().st_size > 1000, f"no agent zipapp for {node.name}"
         credential_file = node.root / "agent.credential"
         credential_file.write_text(credential + "\n")
@@ -193,7 +194,7 @@ class GlusterLab:
 
     def volume_info(self, node: LabNode, volume: str) -> dict[str, str]:
         text = self.gluster(node, "volume", "info", volume)
-        return dict(re.findall(r"^([A-Za-z ]+): (.*)$", text, re.MULTILINE))
+        return dict(re.findall(r"^([A-Za-z0-9 .-]+): (.*)$", text, re.MULTILINE))
 
     # -- teardown ------------------------------------------------------------------------
 
