@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,3 +162,23 @@ def test_missing_settings_and_credential_are_clear_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "agent", "--config", str(conf)], cwd=REPO,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and f"{conf}:1: expected one of" in out.stderr
+
+
+def test_the_agent_runs_on_python_3_9_the_oldest_node_python():
+    """Rocky 9's system Python is 3.9: every agent module compiles there and the step kinds
+    import and work (client/cli need requests, which that interpreter may lack here)."""
+    candidates = [shutil.which("python3.9"), *map(str, Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))]
+    working = [c for c in candidates if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0]
+    if not working:
+        pytest.skip("no python3.9 on this machine")
+    python = working[0]
+    code = (
+        "import pathlib, sys;"
+        "[compile(p.read_text(), str(p), 'exec') for p in pathlib.Path('agent').rglob('*.py')];"
+        "import agent.runner, agent.services, agent.journal;"
+        "from agent.steps import KINDS, handler; [handler(k) for k in KINDS];"
+        "from agent.steps.ini import set_option; assert set_option('[a]\\n', 'a', 'b', 'c') == '[a]\\nb = c\\n'"
+    )
+    out = subprocess.run([python, "-B", "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120,
+                         env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
