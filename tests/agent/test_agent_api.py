@@ -17,6 +17,7 @@ from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import load_inventory
 from provisiond.lifecycle import Event, Source, State
+from provisiond.nodes import open_store
 from provisiond.roles import SECRET_SCOPES
 from provisiond.store import Store
 
@@ -38,8 +39,9 @@ def site(tmp_path: Path) -> tuple[Flask, Store, Config]:
     templates = tmp_path / "templates"
     (templates / "manifests").mkdir(parents=True)
     config = Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "state", templates=(templates,))
-    store = Store.in_state_dir(config.state_dir)
-    app = create_app(config, load_inventory(config.inventory), store, base_url="http://10.213.0.1:8080")
+    inventory = load_inventory(config.inventory)
+    store = open_store(config.state_dir, inventory)
+    app = create_app(config, inventory, store, base_url="http://10.213.0.1:8080")
     return app, store, config
 
 

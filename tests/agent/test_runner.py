@@ -22,6 +22,7 @@ from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import load_inventory
 from provisiond.lifecycle import Event, Source, State
+from provisiond.nodes import open_store
 from provisiond.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,8 +65,9 @@ nodes:
   - {hostname: n1, mac: "52:54:00:17:00:11", role: compute, ip: 10.213.0.11}
 """)
     config = Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "server", templates=(templates,))
-    store = Store.in_state_dir(config.state_dir)
-    app = create_app(config, load_inventory(config.inventory), store)
+    inventory = load_inventory(config.inventory)
+    store = open_store(config.state_dir, inventory)
+    app = create_app(config, inventory, store)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()

@@ -295,7 +295,7 @@ def api(tmp_path: Path):
     from provisiond.config import Config
     from provisiond.http import create_app
     from provisiond.inventory import load_inventory
-    from provisiond.store import Store
+    from provisiond.nodes import open_store
 
     (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + textwrap.dedent("""\
         nodes:
@@ -304,8 +304,9 @@ def api(tmp_path: Path):
           - {hostname: c3, mac: "52:54:00:16:00:13", role: compute, ip: 10.213.0.13}
         """))
     config = Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "server")
-    store = Store.in_state_dir(config.state_dir)
-    app = create_app(config, load_inventory(config.inventory), store, base_url="http://10.213.0.1:8080")
+    inventory = load_inventory(config.inventory)
+    store = open_store(config.state_dir, inventory)
+    app = create_app(config, inventory, store, base_url="http://10.213.0.1:8080")
     return app, store
 
 
