@@ -1,14 +1,18 @@
-"""`check`, `layout` and `render`: work on the inventory file alone (no server needed)."""
+"""`check`, `layout` and `render` (kickstart, preseed, manifest): work on the inventory file alone
+(no server needed; a manifest's secrets are masked)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from provisiond.boot.methods import METHODS
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
 from provisiond.layouts import Layout, LayoutError, plan_layout
+from provisiond.manifests import ManifestService
 from provisiond.render import Renderer
 
 
@@ -29,9 +33,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument("--uefi", action="store_true", help="with --role: UEFI (GPT + ESP)")
     layout.set_defaults(func=run_layout)
 
-    render = commands.add_parser("render", help="print a node's kickstart or preseed")
-    render.add_argument("kind", choices=("kickstart", "preseed"))
+    render = commands.add_parser(
+        "render", help="print a node's answer file (kickstart, preseed), deploy layout script "
+        "(image method) or role manifest (secrets masked)")
+    render.add_argument("kind", choices=(*sorted(METHODS), "deploy", "manifest"),
+                        help="an install method's answer file, the deploy layout script, or the manifest")
     render.add_argument("host")
+    render.add_argument(
+        "--disk-size", metavar="SIZE",
+        help="deploy: plan for a disk of this size (e.g. 40G) instead of the inventory's",
+    )
     render.add_argument(
         "--templates", type=Path, action="append", default=[], metavar="DIR",
         help="a directory of templates that override the built-in ones (repeatable)",
@@ -96,5 +107,21 @@ def run_render(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             raise UserError(f"--templates {directory}: not a directory")
     node = inventory.node(args.host)
-    print(Renderer(inventory, args.templates).render(args.kind, node), end="")
+    if args.kind == "manifest":
+        config = effective_config(args)
+        templates = [*args.templates, *config.templates]
+        url = f"http://{inventory.site.server}:{config.http_port}"
+        print(json.dumps(ManifestService(inventory, templates).masked(node, url), indent=2))
+        return 0
+    renderer = Renderer(inventory, args.templates)
+    if args.kind == "deploy":
+        try:
+            size = parse_size(args.disk_size) if args.disk_size else None
+        except ValueError as exc:
+            raise UserError(f"--disk-size: {exc}") from None
+        print(renderer.deploy_script(node, size), end="")
+        return 0
+    if args.disk_size:
+        raise UserError("--disk-size applies to render deploy only (kickstart and preseed take the inventory's)")
+    print(renderer.render(args.kind, node), end="")
     return 0

@@ -2,7 +2,8 @@
 
 `create_app` builds the Flask application around one Context (inventory, store, config,
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
-(kickstart/preseed), `api` (nodes, events, callbacks, operator actions, OpenAPI). It is
+(each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
+`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check). It is
 served by gunicorn (see provisiond.serve), never by Flask's development server.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from flask import Flask, Response, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from provisiond.bootfiles import BootFiles
+from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory, Node, load_inventory
@@ -37,7 +38,7 @@ class Context:
     config: Config
     inventory: Inventory
     store: Store
-    boot: BootFiles
+    boot: BootService
     renderer: Renderer
     operator_token: str
     base_url: str | None = None
@@ -84,25 +85,26 @@ def create_app(
     base_url: str | None = None,
     instance: str = "",
 ) -> Flask:
-    """Build the application. Inventory and store default to the config's paths; `instance`
+    """Build the application. Inventory and store default to the config's paths (the store is
+    synced with the inventory by whoever opens it: `serve`, or nodes.open_store); `instance`
     is echoed by the health check so `serve` knows it reached its own child."""
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
-    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
     app = Flask("provisiond", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,
-        boot=BootFiles(inventory, store, config, base_url or ""),
+        boot=BootService(inventory, store, config, base_url or ""),
         renderer=Renderer(inventory, list(config.templates)), operator_token=operator_token(config.operator_token_file),
         base_url=base_url, instance=instance,
     )
 
-    from provisiond.http import api, boot, install
+    from provisiond.http import agent, api, boot, install
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(agent.bp)
 
     @app.before_request
     def _start() -> None:
