@@ -230,6 +230,13 @@ def test_layout_endpoint_names_what_is_missing(site, client):
              "lvs": {"report": [{"lv": []}]}, "findmnt": {"filesystems": []}}
     reply = client.post("/api/v1/nodes/c1/layout", headers=auth, json=facts).json
     assert any(p.startswith("volume group vg_gluster is missing") for p in reply["problems"])
+    real = json.loads((Path(__file__).parent / "data" / "compute-vda-40GiB-no-vg_gluster.json").read_text())
+    reply = client.post("/api/v1/nodes/c1/layout", headers=auth, json=real).json  # c1: 40 GiB on vda
+    assert reply["problems"] == ["volume group vg_gluster is missing (the compute model puts it on vda3; "
+                                 "found: vg_base)"]
+    whole = json.loads((Path(__file__).parent / "data" / "compute-vda-40GiB.json").read_text())
+    assert client.post("/api/v1/nodes/c1/layout", headers=auth, json=whole).json["problems"] == []
+    assert store.events(hostname="c1")[-1].detail == {"ok": True, "problems": []}
     bad = client.post("/api/v1/nodes/c1/layout", headers=auth, json={"lsblk": {}})
     assert bad.status_code == 400 and "layout check of c1" in bad.json["detail"]
 
