@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from provisiond.errors import UserError
+from provisiond.images.layout_script import render_layout_script
 from provisiond.inventory import Inventory, Node
 from provisiond.layouts import MIB, Layout, LayoutError, plan_layout
 
@@ -102,6 +103,21 @@ class Renderer:
 
     def preseed(self, node: Node, server: ServerInfo | None = None) -> str:
         return self.render("preseed", node, server)
+
+    def deploy_script(self, node: Node, disk_bytes: int | None = None) -> str:
+        """The image method's layout script for the node's disk (`disk_bytes`: the size the
+        deploy ramdisk found, needed when the inventory gives none; else the inventory's)."""
+        size = node.disk.size_bytes if disk_bytes is None else disk_bytes
+        if size is None:
+            raise UserError(
+                f"{node.hostname}: disk.size is not in the inventory; the deploy ramdisk sends its "
+                "disk's size (to preview, give one: render deploy HOST --disk-size 250G)"
+            )
+        try:
+            layout = plan_layout(node.role, size, device=node.disk.device, uefi=node.uefi)
+        except LayoutError as exc:
+            raise UserError(f"{node.hostname}: {exc}") from None
+        return render_layout_script(layout, node.hostname)
 
     def install_config(self, node: Node, server: ServerInfo | None = None) -> tuple[str, str]:
         """(kind, text) for the node's OS: a kickstart for rocky9, a preseed for debian12."""

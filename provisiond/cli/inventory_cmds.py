@@ -29,9 +29,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument("--uefi", action="store_true", help="with --role: UEFI (GPT + ESP)")
     layout.set_defaults(func=run_layout)
 
-    render = commands.add_parser("render", help="print a node's kickstart or preseed")
-    render.add_argument("kind", choices=("kickstart", "preseed"))
+    render = commands.add_parser(
+        "render", help="print a node's kickstart, preseed or deploy layout script (image method)")
+    render.add_argument("kind", choices=("kickstart", "preseed", "deploy"))
     render.add_argument("host")
+    render.add_argument(
+        "--disk-size", metavar="SIZE",
+        help="deploy: plan for a disk of this size (e.g. 40G) instead of the inventory's",
+    )
     render.add_argument(
         "--templates", type=Path, action="append", default=[], metavar="DIR",
         help="a directory of templates that override the built-in ones (repeatable)",
@@ -96,5 +101,15 @@ def run_render(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             raise UserError(f"--templates {directory}: not a directory")
     node = inventory.node(args.host)
-    print(Renderer(inventory, args.templates).render(args.kind, node), end="")
+    renderer = Renderer(inventory, args.templates)
+    if args.kind == "deploy":
+        try:
+            size = parse_size(args.disk_size) if args.disk_size else None
+        except ValueError as exc:
+            raise UserError(f"--disk-size: {exc}") from None
+        print(renderer.deploy_script(node, size), end="")
+        return 0
+    if args.disk_size:
+        raise UserError("--disk-size applies to render deploy only (kickstart and preseed take the inventory's)")
+    print(renderer.render(args.kind, node), end="")
     return 0

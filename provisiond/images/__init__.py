@@ -1,0 +1,1 @@
+"""The image install method: the deploy layout script, root image and deploy ramdisk builds."""
