@@ -76,9 +76,9 @@ class MachineSpec:
                             f"{', '.join(FIRMWARES)}")
 
 
-def _die_with_parent() -> None:
-    """In QEMU's process: get SIGKILL if the process that started it dies (even by SIGKILL),
-    so no VM outlives its lab."""
+def die_with_parent() -> None:
+    """In a lab child (QEMU, the BMC process, serve): get SIGKILL if the process that started
+    it dies (even by SIGKILL), so nothing outlives its lab."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     os.setsid()  # a Ctrl-C to the lab's terminal reaches the lab, which stops VMs in order
@@ -104,7 +104,7 @@ def kvm_runs_firmware(timeout: float = 20.0) -> bool:
             [QEMU, "-accel", "kvm", "-nodefaults", "-display", "none", "-m", "256",
              "-fw_cfg", f"name=etc/sercon-port,file={sercon}", "-serial", f"file:{serial}",
              "-netdev", "hubport,id=n0,hubid=0", "-device", "e1000,netdev=n0", "-boot", "n"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and process.poll() is None:
@@ -301,7 +301,7 @@ class QemuMachine:
             with self.qemu_log.open("ab") as qemu_log:
                 self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                                 stdout=qemu_log, stderr=qemu_log,
-                                                preexec_fn=_die_with_parent)
+                                                preexec_fn=die_with_parent)
             try:
                 self._wait_for_qmp(timeout)
                 if network_boot and not persistent:

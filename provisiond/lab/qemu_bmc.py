@@ -28,7 +28,13 @@ from pathlib import Path
 
 from provisiond.errors import UserError
 from provisiond.lab.ipmi_proto import BootDevice
-from provisiond.lab.machine import MachineError, MachineSpec, QemuMachine, accelerator
+from provisiond.lab.machine import (
+    MachineError,
+    MachineSpec,
+    QemuMachine,
+    accelerator,
+    die_with_parent,
+)
 from provisiond.lab.vbmc import MachineBusy, PowerAction, VirtualBmc, read_password, serve
 
 READY = "qemu-bmc: serving"
@@ -165,13 +171,16 @@ class BmcProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "provisiond.lab.qemu_bmc", str(plan_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while READY not in self.output():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise UserError(f"the virtual BMCs did not start:\n{self.output()[-2000:]}")
-            time.sleep(0.1)
+            preexec_fn=die_with_parent)
+        try:
+            deadline = time.monotonic() + timeout
+            while READY not in self.output():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise UserError(f"the virtual BMCs did not start:\n{self.output()[-2000:]}")
+                time.sleep(0.1)
+        except BaseException:  # also an interrupt while waiting: no BMC process is left behind
+            self.stop()
+            raise
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
