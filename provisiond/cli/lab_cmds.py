@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -32,8 +34,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--all` over IPMI, show every node until it is ready or failed, then a report. The lab "
         "stays up until Ctrl-C or `provisiond lab down`, which remove everything it made.",
     )
-    parser.add_argument("action", nargs="?", choices=("up", "down"), default="up",
-                        help="up (default) or down (stop every running lab, remove leftovers)")
+    parser.add_argument("action", nargs="?", choices=("up", "down", "snapshot", "restore"),
+                        default="up",
+                        help="up (default); down (stop every running lab, remove leftovers); "
+                        "snapshot / restore every node's disk and NVRAM and provisiond's store "
+                        "of the running lab")
+    parser.add_argument("--name", default="installed",
+                        help="snapshot name for snapshot/restore (default installed)")
+    parser.add_argument("--pid", type=int, help="the lab to snapshot/restore when several run")
     parser.add_argument("--computes", type=int, default=2, metavar="N",
                         help="compute nodes besides the controller (default 2)")
     parser.add_argument("--firmware", action="append", default=[], metavar="[HOST=]bios|uefi",
@@ -65,13 +73,43 @@ def _report_table(rows: list[dict]) -> Table:
     return table
 
 
+def _snapshot_or_restore(args: argparse.Namespace, record: dict) -> int:
+    from provisiond.lab.snapshot import restore_lab, snapshot_lab
+
+    workdir = Path(record["workdir"])
+    hosts = list(record["nodes"])
+    globals_ = ["--inventory", str(workdir / "inventory.yaml"), "--state-dir", str(workdir / "state"),
+                "--config", str(workdir / "provisiond.toml")]
+    if args.action == "snapshot":
+        done = snapshot_lab(workdir, hosts, args.name)
+        for host, how in done.items():
+            print(f"{host}: disk and NVRAM saved as {args.name!r} ({how})")
+        print(f"provisiond's store saved; restore with `provisiond lab restore --name {args.name}`")
+        return 0
+    restore_lab(workdir, hosts, args.name)
+    print(f"{len(hosts)} node(s) and provisiond's store are back at {args.name!r}; nodes are off")
+    power = subprocess.run([sys.executable, "-m", "provisiond", *globals_, "power", "--all", "on"],
+                           capture_output=True, text=True, timeout=300, check=False)
+    print(power.stdout, end="")
+    print(f"follow them: provisiond {' '.join(globals_)} watch")
+    return power.returncode
+
+
 def run_lab(args: argparse.Namespace) -> int:
-    from provisiond.lab.orchestrator import RUN_ROOT, Lab, LabInterrupted, down_recorded
+    from provisiond.lab.orchestrator import (
+        RUN_ROOT,
+        Lab,
+        LabInterrupted,
+        down_recorded,
+        find_lab,
+    )
 
     if args.action == "down":
         stopped = down_recorded()
         print(f"provisiond lab down: {stopped} lab(s) stopped; nothing of them is left")
         return 0
+    if args.action in ("snapshot", "restore"):
+        return _snapshot_or_restore(args, find_lab(args.pid))
     nodes = lab_nodes(args.computes, args.firmware,
                       bmc_base_port=free_udp_ports(args.computes + 1))
     workdir = args.workdir or RUN_ROOT / str(os.getpid())

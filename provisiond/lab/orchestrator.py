@@ -292,6 +292,33 @@ def _alive(pid: int | None) -> bool:
     return b"provisiond" in cmdline
 
 
+def running_labs(registry: Path = REGISTRY) -> list[dict]:
+    """The records of labs whose process still runs."""
+    labs = []
+    for record_path in sorted(registry.glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(record.get("pid")):
+            labs.append(record)
+    return labs
+
+
+def find_lab(pid: int | None = None, registry: Path = REGISTRY) -> dict:
+    """The running lab to act on: the one with `pid`, or the only one."""
+    labs = running_labs(registry)
+    if pid is not None:
+        labs = [lab for lab in labs if lab.get("pid") == pid]
+    if not labs:
+        raise UserError("no running lab" + (f" with PID {pid}" if pid else "") +
+                        ": start one with `provisiond lab`")
+    if len(labs) > 1:
+        pids = ", ".join(str(lab["pid"]) for lab in labs)
+        raise UserError(f"{len(labs)} labs are running (PIDs {pids}): choose one with --pid")
+    return labs[0]
+
+
 def down_recorded(registry: Path = REGISTRY, out: Callable[[str], None] = print,
                   timeout: float = 60.0) -> int:
     """`provisiond lab down`: stop every recorded lab (its own process cleans up; if that

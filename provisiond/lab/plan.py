@@ -64,9 +64,10 @@ def lab_nodes(computes: int = 2, firmware: Sequence[str] = (), bmc_base_port: in
     return nodes
 
 
-def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str,
+def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | None,
                    mirror: str | None = None) -> str:
-    """The lab's inventory: the site network on the lab bridge, each node with its BMC."""
+    """The lab's inventory: the site network on the lab bridge, each node with its BMC
+    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`)."""
     if install not in INSTALL_METHODS:
         raise UserError(f"--install {install!r}: use one of {', '.join(INSTALL_METHODS)}")
     lines = [
@@ -93,9 +94,10 @@ def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str,
             f"    ip: {node.ip}",
             f"    firmware: {node.firmware}",
             f"    disk: {{device: vda, size: {DISK_GIB}GiB}}",
-            f"    bmc: {{address: 127.0.0.1, port: {node.bmc_port}, username: admin, "
-            f"password_file: {password_file}}}",
         ]
+        if password_file is not None:
+            lines.append(f"    bmc: {{address: 127.0.0.1, port: {node.bmc_port}, username: admin, "
+                         f"password_file: {password_file}}}")
     return "\n".join(lines) + "\n"
 
 

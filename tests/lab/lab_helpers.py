@@ -80,7 +80,7 @@ def vms_behind_bmcs(tmp_path: Path, firmwares: list[str], tag: str = "t") -> Ite
                 "name": name, "mac": f"52:54:00:13:{index // 256:02x}:{index % 256:02x}",
                 "tap": network.add_tap(), "netns": network.name, "firmware": firmware,
                 "memory_mib": 512 if firmware == "bios" else 1024, "cpus": 1, "disk_gib": 2,
-                "port": base + index, "workdir": str(tmp_path / name),
+                "port": base + index, "workdir": str(tmp_path / "machines" / name),
             })
         plan = {"address": "127.0.0.1", "username": USER, "password_file": str(password_file),
                 "machines": machines}
