@@ -66,6 +66,9 @@ def _report_table(rows: list[dict]) -> Table:
         table.add_column(column, overflow="fold")
     for row in rows:
         phases = ", ".join(f"{name} {seconds:.0f}" for name, seconds in row["phases"].items())
+        if row["deploy"]:
+            phases += " (deploy: " + ", ".join(f"{name} {seconds:.0f}"
+                                                for name, seconds in row["deploy"].items()) + ")"
         facts = row["reason"] or "; ".join(f"{kind}: {detail}" for kind, detail in row["facts"].items())
         colour = "green" if row["state"] == "ready" else "red" if row["state"] == "failed" else "yellow"
         table.add_row(row["node"], row["role"], row["firmware"], f"[{colour}]{row['state']}[/]",

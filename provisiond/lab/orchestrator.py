@@ -34,7 +34,6 @@ from provisiond.store import Store
 RUN_ROOT = Path("/var/tmp/provisiond-lab")  # default workdirs: disks, logs, state
 REGISTRY = Path("/run/provisiond/labs")  # one record per running lab, wherever its workdir is
 PROVISIOND = [sys.executable, "-m", "provisiond"]
-TERMINAL = {State.READY, State.FAILED}
 ORDER = [State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED,
          State.CONFIGURING, State.READY]
 
@@ -48,8 +47,9 @@ class NodeProgress:
     node: LabNode
     state: str = "new"
     reason: str | None = None
-    entered: dict[str, float] = field(default_factory=dict)
-    facts: dict[str, object] = field(default_factory=dict)
+    entered: dict[str, float] = field(default_factory=dict)  # state -> when first entered
+    deploy: dict[str, float] = field(default_factory=dict)  # image deploy phase -> seconds
+    facts: dict[str, object] = field(default_factory=dict)  # layout check, agent facts
 
 
 class Lab:
@@ -136,6 +136,8 @@ class Lab:
         self.config.write_text(
             "[os.debian12]\n"
             'cmdline = "console=ttyS0,115200n8"\n' + self.extra_config)
+        if self.install == "image":
+            self._build_images()
         self._say(f"QEMU accelerator: {accelerator()}")
         os.environ["PROVISIOND_LAB_ACCEL"] = "kvm" if accelerator() == "kvm" else "tcg"
         self.network = lab_network.LabNetwork(IPv4Interface(f"{SERVER}/{SITE_NETWORK.split('/')[1]}"))
@@ -159,6 +161,24 @@ class Lab:
             self._say(f"{node.hostname}: {node.role}, {node.firmware}, {node.memory_mib} MiB, "
                       f"BMC 127.0.0.1:{node.bmc_port}, {node.ip} {node.mac}")
         self._start_serve()
+
+    def _build_images(self, timeout: float = 3600.0) -> None:
+        """`provisiond image build`: the deploy ramdisk and a root image per role, from the
+        content-keyed cache when nothing changed (seconds), else built natively (minutes)."""
+        self._say("provisiond image build (cached builds are reused)")
+        log_path = self.workdir / "image-build.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen([*PROVISIOND, *self.globals(), "image", "build"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       preexec_fn=die_with_parent)
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                self.out(f"    {line.rstrip()}")
+            code = process.wait(timeout)
+        if code != 0:
+            raise UserError(f"provisiond image build failed ({code}); see {log_path}. Without "
+                            "the image install method, use --install preseed")
 
     def _start_serve(self, timeout: float = 60.0) -> None:
         assert self.network is not None
@@ -196,13 +216,27 @@ class Lab:
         since = self.provisioned_at or 0
         for hostname, progress in self.progress.items():
             record = store.node(hostname)
+            deploy_started: dict[str, float] = {}
             for event in store.events(hostname=hostname, limit=1000):
                 if event.ts < since:
                     continue
-                if event.kind.startswith("state:"):
-                    progress.entered.setdefault(event.kind.split(":", 1)[1], event.ts)
-                elif event.kind.startswith(("fact:", "layout", "gluster", "openstack", "step:")):
-                    progress.facts[event.kind] = event.detail
+                kind = event.kind
+                if kind.startswith("state:"):
+                    progress.entered.setdefault(kind.split(":", 1)[1], event.ts)
+                elif kind.startswith("deploy:"):  # the image method's phases, started/done
+                    phase = kind.split(":", 1)[1]
+                    if event.detail.get("status") == "started":
+                        deploy_started[phase] = event.ts
+                    elif phase in deploy_started:
+                        progress.deploy[phase] = event.ts - deploy_started[phase]
+                elif kind == "agent:layout":
+                    problems = event.detail.get("problems") or []
+                    progress.facts["layout"] = "matches the model" if event.detail.get("ok") \
+                        else "; ".join(map(str, problems))
+                elif kind == "agent:fact":
+                    name = str(event.detail.get("fact"))
+                    reader = getattr(store, "fact", None)  # facts are kept by the agent's store
+                    progress.facts[name] = reader(hostname, name) if reader else "reported"
             if record.state != progress.state:
                 progress.state = str(record.state)
                 progress.reason = record.reason
@@ -253,7 +287,8 @@ class Lab:
             rows.append({
                 "node": hostname, "role": progress.node.role, "firmware": progress.node.firmware,
                 "state": progress.state, "reason": progress.reason,
-                "phases": phase_times(progress.entered), "facts": progress.facts,
+                "phases": phase_times(progress.entered), "deploy": progress.deploy,
+                "facts": progress.facts,
             })
         (self.workdir / "report.json").write_text(json.dumps(rows, indent=1) + "\n")
         return rows
