@@ -42,7 +42,8 @@ class BootService:
             domain=site.domain, netmask=str(site.network.netmask), gateway=str(site.gateway),
             dns=tuple(str(server) for server in site.dns),
         )
-        self.loaders = Loaders(bios=config.bios_loader, uefi=config.uefi_loader)
+        self.loaders = Loaders(bios=config.bios_loader, uefi=config.uefi_loader,
+                               uefi_local=config.uefi_local_loader)
         self.os_boot = {
             name: OsBoot(assets.kernel.name, assets.initrd.name, assets.tftp_kernel,
                          assets.tftp_initrd, assets.cmdline)
