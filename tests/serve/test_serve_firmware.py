@@ -88,8 +88,9 @@ def install_then_boot_local(lab: FirmwareLab, bios: Vm, uefi: Vm) -> dict[str, d
     # Nothing of the installer after install-finished, over HTTP or TFTP.
     for path in ("/boot/debian12/linux", "/boot/debian12/initrd.gz", "/preseed/"):
         assert f"path={path}" not in local_log
+    installer = ("debian-installer/amd64/linux", "debian-installer/amd64/initrd.gz")
     for vm in vms:
-        assert not [name for name, _ in seen[vm.name]["local_tftp"] if "debian-installer" in name]
+        assert not [name for name, _ in seen[vm.name]["local_tftp"] if name.lstrip("/") in installer]
     return seen
 
 
