@@ -40,9 +40,10 @@ CMDLINE = '[os.debian12]\ncmdline = "console=ttyS0,115200n8"\n'
 
 
 def transfers(state_dir: Path, peer_ip: str) -> list[tuple[str, str]]:
-    """(file name, outcome) of the TFTP transfers to one VM, oldest first."""
+    """(file name without a leading /, outcome) of the TFTP transfers to one VM, oldest first
+    (GRUB asks by absolute names, pxelinux and EDK2 by relative ones)."""
     rows = Store.in_state_dir(state_dir).transfers(limit=1000)
-    return [(row["filename"], row["outcome"]) for row in reversed(rows)
+    return [(row["filename"].lstrip("/"), row["outcome"]) for row in reversed(rows)
             if row["peer"].split(":")[0] == peer_ip]
 
 
@@ -59,6 +60,8 @@ def install_then_boot_local(lab: FirmwareLab, bios: Vm, uefi: Vm) -> dict[str, d
              vms, INSTALL_LIMIT)
     seen: dict[str, dict] = {}
     for vm, ip in ((bios, "10.213.0.11"), (uefi, "10.213.0.12")):
+        states = [(e.kind, e.source) for e in store.events(hostname=vm.name) if e.kind.startswith("state:")]
+        assert states == [("state:pxe", "dhcp"), ("state:installing", "http")], states
         fetched = next(e for e in store.events(hostname=vm.name) if e.kind == "state:installing")
         assert fetched.detail["fetched"] == "preseed" and fetched.detail["peer"] == ip
         seen[vm.name] = {"install_console": vm.console(), "install_tftp": transfers(lab.workdir / "state", ip)}
@@ -90,7 +93,7 @@ def install_then_boot_local(lab: FirmwareLab, bios: Vm, uefi: Vm) -> dict[str, d
         assert f"path={path}" not in local_log
     installer = ("debian-installer/amd64/linux", "debian-installer/amd64/initrd.gz")
     for vm in vms:
-        assert not [name for name, _ in seen[vm.name]["local_tftp"] if name.lstrip("/") in installer]
+        assert not [name for name, _ in seen[vm.name]["local_tftp"] if name in installer]
     return seen
 
 
@@ -132,7 +135,7 @@ def test_pxelinux_and_grub_site(tmp_path: Path) -> None:
         assert pxelinux.get(name) == "ok", seen["vmbios"]["install_tftp"]
     grub = dict(seen["vmuefi"]["install_tftp"])
     assert grub.get("grubx64.efi") == "ok", seen["vmuefi"]["install_tftp"]
-    chain = [name for name in grub if name.endswith("/grub.cfg") or name == "grub.cfg"]
+    chain = [name for name in grub if name.endswith("grub/grub.cfg")]
     per_node = [name for name in grub if name.endswith(f"grub.cfg-01-{UEFI_MAC}")]
     assert chain and per_node, seen["vmuefi"]["install_tftp"]
     assert grub.get("debian-installer/amd64/linux") == "ok"
