@@ -153,6 +153,7 @@ class Grub:
 IPXE = Ipxe()
 PXELINUX = Pxelinux()
 GRUB = Grub()
+BY_NAME: dict[str, BootFormat] = {fmt.name: fmt for fmt in (IPXE, PXELINUX, GRUB)}
 # Formats fetched over TFTP, in the order a request path is tried.
 TFTP_FORMATS: tuple[BootFormat, ...] = (PXELINUX, GRUB)
 

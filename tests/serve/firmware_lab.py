@@ -191,6 +191,7 @@ class FirmwareLab:
         deadline = time.monotonic() + limit
         while not check():
             for vm in vms:
+                assert "Kernel panic" not in vm.console(), f"{vm.name}: {vm.console()[-2500:]}"
                 assert vm.process is None or vm.process.poll() is None, (
                     f"QEMU {vm.name} exited: "
                     f"{(self.workdir / f'{vm.name}-qemu-{vm.boots}.err').read_text()}")
