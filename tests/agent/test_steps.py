@@ -361,3 +361,18 @@ def test_barrier_met_after_the_fact_arrives(tmp_path: Path, api):
     outcome = apply(step(kind="barrier", fact="gluster-volume-ready", nodes=["c2"]), ctx)
     assert not outcome.changed and outcome.message == "gluster-volume-ready: reported by all of c2"
     assert progress == ["waiting for gluster-volume-ready from c2"]
+
+
+def test_layout_step_sends_this_machines_real_facts_and_fails_naming_what_is_missing(tmp_path: Path, api):
+    """This host has no LVM volumes: the compute model's volume groups are named as missing."""
+    for program in ("lsblk", "vgs", "lvs", "findmnt"):
+        require_program(program)
+    app, store = api
+    ctx = make_ctx(tmp_path, client=agent_client(app, store, "c1"))
+    with pytest.raises(StepFailed) as failed:
+        apply(step(kind="layout"), ctx)
+    assert failed.value.message.startswith("the disk layout does not match the storage model: ")
+    assert "volume group vg_base is missing" in failed.value.message
+    assert "volume group vg_gluster is missing" in failed.value.message
+    event = [e for e in store.events(hostname="c1") if e.kind == "agent:layout"][-1]
+    assert event.detail["ok"] is False
