@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from lab_helpers import PASSWORD, USER, ipmitool, qemu_pids, vms_behind_bmcs, wait_for_file_text
 
+from provisiond.lab.machine import MachineSpec, QemuMachine
 from provisiond.power.base import BmcTarget
 from provisiond.power.ipmi import IpmiDriver
 
@@ -30,6 +31,9 @@ def test_ipmitool_and_the_driver_power_a_bios_vm_and_pxe_is_one_time(tmp_path: P
         on = ipmitool(port, "chassis", "power", "on", password_file=password_file)
         assert on.returncode == 0, on.stderr
         assert len(qemu_pids(vm["name"])) == 1
+        # QMP agrees: a handle on the VM's directory reaches the QEMU its BMC started.
+        handle = QemuMachine(MachineSpec(vm["name"], vm["mac"], vm["tap"]), Path(vm["workdir"]))
+        assert handle.status() == "running"
         driver = IpmiDriver(BmcTarget("vm", "127.0.0.1", port, USER, PASSWORD), timeout=10)
         try:
             assert driver.status() == "on"
