@@ -223,7 +223,10 @@ class Lab:
                     continue
                 kind = event.kind
                 if kind.startswith("state:"):
-                    progress.entered.setdefault(kind.split(":", 1)[1], event.ts)
+                    state = kind.split(":", 1)[1]
+                    if state not in progress.entered and not quiet:  # every state, even one
+                        self._say(f"{hostname}: {state}")             # passed between two polls
+                    progress.entered.setdefault(state, event.ts)
                 elif kind.startswith("deploy:"):  # the image method's phases, started/done
                     phase = kind.split(":", 1)[1]
                     if event.detail.get("status") == "started":
@@ -241,9 +244,8 @@ class Lab:
             if record.state != progress.state:
                 progress.state = str(record.state)
                 progress.reason = record.reason
-                how = f" ({record.reason})" if record.reason else ""
-                if not quiet:
-                    self._say(f"{hostname}: {record.state}{how}")
+                if record.reason and not quiet:
+                    self._say(f"{hostname}: {record.state} ({record.reason})")
 
     def watch(self, until: State = State.READY, timeout: float = 3600.0,
               poll: float = 2.0) -> bool:
