@@ -41,7 +41,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "of the running lab")
     parser.add_argument("--name", default="installed",
                         help="snapshot name for snapshot/restore (default installed)")
-    parser.add_argument("--pid", type=int, help="the lab to snapshot/restore when several run")
+    parser.add_argument("--pid", type=int,
+                        help="the lab to act on (down: only this one; snapshot/restore: needed "
+                        "when several run)")
     parser.add_argument("--computes", type=int, default=2, metavar="N",
                         help="compute nodes besides the controller (default 2)")
     parser.add_argument("--firmware", action="append", default=[], metavar="[HOST=]bios|uefi",
@@ -108,7 +110,7 @@ def run_lab(args: argparse.Namespace) -> int:
     )
 
     if args.action == "down":
-        stopped = down_recorded()
+        stopped = down_recorded(pid=args.pid)
         print(f"provisiond lab down: {stopped} lab(s) stopped; nothing of them is left")
         return 0
     if args.action in ("snapshot", "restore"):

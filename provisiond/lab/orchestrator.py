@@ -355,22 +355,22 @@ def find_lab(pid: int | None = None, registry: Path = REGISTRY) -> dict:
 
 
 def down_recorded(registry: Path = REGISTRY, out: Callable[[str], None] = print,
-                  timeout: float = 60.0) -> int:
-    """`provisiond lab down`: stop every recorded lab (its own process cleans up; if that
-    does not happen in time, its children are killed by PID and its namespace removed), then
-    sweep what killed labs left. Returns how many labs were stopped."""
+                  timeout: float = 60.0, pid: int | None = None) -> int:
+    """`provisiond lab down`: stop every recorded lab, or the one of `pid` (its own process
+    cleans up; if that does not happen in time, its children are killed by PID and its
+    namespace removed), then sweep what killed labs left. Returns how many labs were stopped."""
     stopped = 0
-    for record_path in sorted(registry.glob("*.json")):
+    for record_path in sorted(registry.glob(f"{pid}.json" if pid else "*.json")):
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             continue
-        pid = record.get("pid")
-        if _alive(pid) and pid != os.getpid():
-            out(f"stopping lab process {pid} ({record.get('workdir')})")
-            os.kill(pid, signal.SIGTERM)
+        lab_pid = record.get("pid")
+        if _alive(lab_pid) and lab_pid != os.getpid():
+            out(f"stopping lab process {lab_pid} ({record.get('workdir')})")
+            os.kill(lab_pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while _alive(lab_pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
         for key in ("serve_pid", "bmc_pid"):
             child = record.get(key)

@@ -5,6 +5,7 @@ real Flask app (a requests transport into the WSGI app, no network)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,19 @@ def test_ini_sets_one_option_keeping_the_rest(tmp_path: Path):
                mode="0600")
     assert apply(new, ctx).changed and (tmp_path / "new.conf").read_text() == "[database]\nconnection = x\n"
     assert oct((tmp_path / "new.conf").stat().st_mode)[-3:] == "600"
+
+
+def test_ini_keeps_the_owner_group_and_mode_of_the_file_it_rewrites(tmp_path: Path):
+    # Debian's /etc/keystone/keystone.conf is root:keystone 0640: a rewrite owned by root:root
+    # leaves the service unable to read its own configuration.
+    path = tmp_path / "keystone.conf"
+    path.write_text("[database]\nconnection = old\n")
+    os.chown(path, 0, 4242)
+    path.chmod(0o640)
+    s = step(kind="ini", path=str(path), section="database", option="connection", value="new")
+    assert apply(s, make_ctx(tmp_path)).changed
+    info = path.stat()
+    assert (info.st_uid, info.st_gid, oct(info.st_mode)[-3:]) == (0, 4242, "640")
 
 
 # -- command ---------------------------------------------------------------------------------

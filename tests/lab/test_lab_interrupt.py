@@ -58,9 +58,12 @@ def test_stopping_a_running_lab_leaves_nothing(tmp_path: Path, how: str) -> None
             capture_output=True, text=True, check=True).stdout.splitlines()]
         assert len(taps) == 2
         if how == "lab down":
-            down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down"],
-                                  capture_output=True, text=True, timeout=120, check=False)
+            # --pid: parallel test runs on this machine have labs of their own
+            down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down", "--pid",
+                                   str(lab.pid)], capture_output=True, text=True, timeout=120,
+                                  check=False)
             assert down.returncode == 0, down.stderr
+            assert "1 lab(s) stopped" in down.stdout
         else:
             lab.send_signal(getattr(signal, how))
         assert lab.wait(90) in (130, 0)
@@ -97,7 +100,7 @@ def test_a_killed_lab_takes_its_children_and_the_next_lab_down_sweeps_its_networ
         time.sleep(0.3)
     assert qemu_pids(str(workdir)) == []
     assert not alive(record["bmc_pid"]) and not alive(record["serve_pid"])
-    down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down"],
+    down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down", "--pid", str(lab.pid)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert down.returncode == 0, down.stderr
     assert record["netns"] not in [name for name, _ in lab_namespaces()]
