@@ -13,6 +13,7 @@ from pathlib import Path
 from provisiond import bootconfig
 from provisiond.bootconfig import BootTarget
 from provisiond.config import Config
+from provisiond.images.boot import ipxe_deploy
 from provisiond.inventory import Inventory, Node, normalize_mac
 from provisiond.lifecycle import Source, State
 from provisiond.logs import log_event
@@ -71,6 +72,10 @@ class BootFiles:
         if node is None:
             return None
         if self._netboot(node, Source.HTTP, f"{node.mac}.ipxe", peer):
+            if node.install_method == "image":
+                assets = self.config.assets.get(node.os_name)
+                return ipxe_deploy((base_url or self.base_url), node.hostname, node.mac, node.os_name,
+                                   assets.cmdline if assets else "")
             return bootconfig.ipxe_install(self.target(node, base_url))
         return bootconfig.ipxe_local(node.hostname, node.mac)
 

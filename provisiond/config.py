@@ -29,6 +29,9 @@ paths in the file are relative to the file's directory, so a site directory can 
     "undionly.kpxe" = "/usr/lib/ipxe/undionly.kpxe"
     "ipxe.efi" = "/usr/lib/ipxe/ipxe.efi"
 
+    [images]                              # the image install method (docs/images.md)
+    cache_dir = "/var/cache/provisiond/images"  # built root images and deploy ramdisks
+
     [os.debian12]                         # boot assets per OS
     kernel = ".../debian-installer/amd64/linux"
     initrd = ".../debian-installer/amd64/initrd.gz"
@@ -50,6 +53,7 @@ from provisiond.lifecycle import ACTIVE, State
 
 DI_IMAGES = Path("/usr/lib/debian-installer/images/12/amd64/text")
 DEFAULT_CONFIG_NAME = "provisiond.toml"
+DEFAULT_IMAGE_CACHE = Path("/var/cache/provisiond/images")
 
 
 def default_state_dir() -> Path:
@@ -121,6 +125,7 @@ class Config:
     timeouts: dict[State, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     loaders: dict[str, Path] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
     assets: dict[str, OsAssets] = field(default_factory=lambda: dict(DEFAULT_ASSETS))
+    image_cache: Path = DEFAULT_IMAGE_CACHE
     source: Path | None = None
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -132,7 +137,7 @@ class Config:
         return self.state_dir / "operator.token"
 
 
-_TOP = {"inventory", "state_dir", "serve", "timeouts", "loaders", "os"}
+_TOP = {"inventory", "state_dir", "serve", "timeouts", "loaders", "os", "images"}
 _SERVE = {
     "interfaces": list, "http_port": int, "http_threads": int, "tftp_root": str,
     "tftp_port": int, "deadline_check_seconds": (int, float), "dhcp_proxy": bool,
@@ -255,6 +260,12 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
                     problems.append(f"os.{os_name}.{key}: expected a string")
         assets[os_name] = replace(current, **update)
     values["assets"] = assets
+
+    images = _table(data, "images", problems)
+    for key in sorted(images.keys() - {"cache_dir"}):
+        problems.append(f"images.{key}: unknown key (known: cache_dir)")
+    if "cache_dir" in images:
+        values["image_cache"] = resolve(images["cache_dir"], "images.cache_dir")
 
     if problems:
         raise UserError(f"{path}: " + "; ".join(problems) + " (see docs/serve.md for the keys)")
