@@ -21,7 +21,7 @@ from provisiond.images.build import ImageCache, _publish
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.lifecycle import State
 
-pytestmark = [pytest.mark.root, pytest.mark.qemu]
+pytestmark = [pytest.mark.root, pytest.mark.qemu, pytest.mark.timeout(2400)]  # a cold image build included
 
 MAC = "52:54:00:17:00:11"
 DISK_GIB = 30  # the compute layout needs 25598 MiB; lv_gluster gets the rest

@@ -9,8 +9,8 @@ layout the kickstart and preseed renderers say (each parsed by its installer's o
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import shlex
 import shutil
 import subprocess
