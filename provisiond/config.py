@@ -15,6 +15,8 @@ paths in the file are relative to the file's directory, so a site directory can 
     tftp_port = 69
     deadline_check_seconds = 10           # how often overdue nodes are failed
     dhcp_proxy = false                    # proxyDHCP beside an existing DHCP server
+    bios_loader = "undionly.kpxe"         # what BIOS PXE firmware gets (or "pxelinux.0")
+    uefi_loader = "ipxe.efi"              # what UEFI PXE firmware gets (or "grubx64.efi")
     templates = []                        # kickstart/preseed template dirs that override
                                           # the built-in ones (first match wins)
 
@@ -121,6 +123,8 @@ class Config:
     tftp_port: int = 69
     deadline_check_seconds: float = 10.0
     dhcp_proxy: bool = False
+    bios_loader: str = "undionly.kpxe"
+    uefi_loader: str = "ipxe.efi"
     templates: tuple[Path, ...] = ()
     timeouts: dict[State, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     loaders: dict[str, Path] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
@@ -141,7 +145,7 @@ _TOP = {"inventory", "state_dir", "serve", "timeouts", "loaders", "os", "images"
 _SERVE = {
     "interfaces": list, "http_port": int, "http_threads": int, "tftp_root": str,
     "tftp_port": int, "deadline_check_seconds": (int, float), "dhcp_proxy": bool,
-    "templates": list,
+    "templates": list, "bios_loader": str, "uefi_loader": str,
 }
 _OS_KEYS = {"kernel", "initrd", "cmdline", "tftp_kernel", "tftp_initrd"}
 
@@ -236,6 +240,10 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
         if loader_path is not None:
             loaders[name] = loader_path
     values["loaders"] = loaders
+    for key in ("bios_loader", "uefi_loader"):
+        name = values.get(key, getattr(Config, key))
+        if name not in loaders:
+            problems.append(f"serve.{key}: {name!r} is not a loader (known: {', '.join(sorted(loaders))})")
 
     assets = dict(DEFAULT_ASSETS)
     for os_name, table in _table(data, "os", problems).items():

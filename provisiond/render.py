@@ -15,13 +15,12 @@ from typing import Any
 
 import jinja2
 
+from provisiond.boot.methods import METHODS, method_for
 from provisiond.errors import UserError
 from provisiond.images.layout_script import render_layout_script
 from provisiond.inventory import Inventory, Node
 from provisiond.layouts import MIB, Layout, LayoutError, plan_layout
 
-TEMPLATE_FOR_OS = {"rocky9": ("kickstart", "rocky9.ks.j2"), "debian12": ("preseed", "debian12.cfg.j2")}
-KIND_TEMPLATE = {"kickstart": "rocky9.ks.j2", "preseed": "debian12.cfg.j2"}
 MB_PER_MIB = MIB / 1_000_000
 
 
@@ -88,14 +87,19 @@ class Renderer:
         }
 
     def render(self, kind: str, node: Node, server: ServerInfo | None = None) -> str:
-        if kind not in KIND_TEMPLATE:
-            raise UserError(f"unknown installer config {kind!r} (expected kickstart or preseed)")
+        """The answer file of install method `kind` (preseed, kickstart, ...) for `node`."""
+        method = METHODS.get(kind)
+        if method is None:
+            known = ", ".join(sorted(METHODS))
+            raise UserError(f"unknown installer config {kind!r} (expected one of: {known})")
+        if method.template is None:
+            raise UserError(f"the {kind} method has no answer file (render deploy HOST prints its layout script)")
         try:
-            template = self.env.get_template(KIND_TEMPLATE[kind])
+            template = self.env.get_template(method.template)
             return template.render(self.context(node, server))
         except jinja2.TemplateError as exc:
             syntax = isinstance(exc, jinja2.TemplateSyntaxError)
-            where = f"{exc.filename}:{exc.lineno}" if syntax else KIND_TEMPLATE[kind]
+            where = f"{exc.filename}:{exc.lineno}" if syntax else method.template
             raise UserError(f"template {where}: {exc.message}") from None
 
     def kickstart(self, node: Node, server: ServerInfo | None = None) -> str:
@@ -120,6 +124,6 @@ class Renderer:
         return render_layout_script(layout, node.hostname)
 
     def install_config(self, node: Node, server: ServerInfo | None = None) -> tuple[str, str]:
-        """(kind, text) for the node's OS: a kickstart for rocky9, a preseed for debian12."""
-        kind = TEMPLATE_FOR_OS[node.os_name][0]
-        return kind, self.render(kind, node, server)
+        """(method name, answer file) for the node's install method."""
+        method = method_for(node.os_name)
+        return method.name, self.render(method.name, node, server)

@@ -24,7 +24,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
-from provisiond.bootfiles import BootFiles
+from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.dhcp.server import DhcpServer, choose_server_address, find_interface
 from provisiond.errors import UserError
@@ -173,11 +173,13 @@ class Server:
         self._started: list[tuple[str, Stoppable]] = []
 
     def start(self) -> None:
+        """Check everything that can be wrong first (nothing is started until it all holds)."""
         config, inventory, store = self.config, self.inventory, self.store
+        found = [interface_address(spec, inventory.site) for spec in config.interfaces]
+        self._prepare_tftp_root()
         store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
         operator_token(config.operator_token_file)
         self._check_assets()
-        found = [interface_address(spec, inventory.site) for spec in config.interfaces]
         interfaces = [name for name, _ in found]
         addresses = [address for _, address in found]
         if inventory.site.server not in addresses:
@@ -190,13 +192,13 @@ class Server:
             self.http.start()
             self._started.append(("http", self.http))
             for interface, address in found:
-                boot = BootFiles(inventory, store, config, f"http://{address}:{config.http_port}")
+                boot = BootService(inventory, store, config, f"http://{address}:{config.http_port}")
                 tftp = TftpServer(config.tftp_root, str(address), config.tftp_port,
                                   responder=boot.tftp_responder, on_transfer=self._transfer)
                 tftp.start()
                 self._started.append((f"tftp {address}", tftp))
                 dhcp = DhcpServer(inventory, store, interface, http_port=config.http_port,
-                                  proxy=config.dhcp_proxy)
+                                  proxy=config.dhcp_proxy, config=config)
                 dhcp.start()
                 self._started.append((f"dhcp {interface}", dhcp))
             timer = DeadlineTimer(store, config)
@@ -209,6 +211,19 @@ class Server:
                   addresses=",".join(map(str, addresses)), http_port=config.http_port,
                   tftp_port=config.tftp_port, nodes=len(inventory.nodes),
                   state_dir=str(config.state_dir))
+
+    def _prepare_tftp_root(self) -> None:
+        """The default TFTP root is created (the operator never asked for it, and provisiond
+        answers every boot file itself); a root the operator named must exist."""
+        root = Path(self.config.tftp_root)
+        if root.is_dir():
+            return
+        if root == Config.tftp_root:
+            root.mkdir(parents=True, exist_ok=True)
+            log_event(log, "tftp-root-created", path=str(root))
+            return
+        raise UserError(f"TFTP root {root} is not a directory: create it, or pass another "
+                        "--tftp-root (serve.tftp_root in provisiond.toml)")
 
     def _check_assets(self) -> None:
         """Warn (not fail: other nodes can still install) when an OS in use lacks its files."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisiond.lifecycle import ACTIVE, IllegalTransition, Source, State, check_transition
+from provisiond import lifecycle
+from provisiond.lifecycle import ACTIVE, IllegalTransition, Source, State, next_state
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -218,49 +219,50 @@ class Store:
             state_since=row["state_since"], netboot=bool(row["netboot"]), reason=row["reason"],
         )
 
-    def transition(
-        self, hostname: str, target: State, source: Source, *,
-        reason: str | None = None, detail: dict[str, Any] | None = None, provision: bool = False,
+    def apply(
+        self, hostname: str, event: lifecycle.Event, source: Source, *, reason: str | None = None,
+        detail: dict[str, Any] | None = None, netboot: bool | None = None,
     ) -> NodeRecord:
-        """Move a node to `target` (checked by the state machine) and record the event.
+        """Report `event` for a node; the state machine (lifecycle.next_state) decides the state.
 
-        Re-entering the current state is a no-op (a repeated DHCP request while in `pxe`).
-        Raises IllegalTransition with a message that says what would be legal.
+        `netboot` sets the node's netboot flag in the same transaction. An event that does not
+        apply raises IllegalTransition and changes nothing. Staying in the same state records
+        no state event (a repeated DHCP request while in `pxe`), except a new `provision`.
         """
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
             if row is None:
                 raise UnknownNode(hostname)
             current = State(row["state"])
-            if current is target and not provision:
-                return self._node(row)
-            check_transition(current, target, provision=provision)
-            now = time.time()
-            conn.execute(
-                "UPDATE nodes SET state = ?, state_since = ?, reason = ? WHERE hostname = ?",
-                (target.value, now, reason if target is State.FAILED else None, hostname),
-            )
-            event = {"from": current.value, **(detail or {})}
-            if reason:
-                event["reason"] = reason
-            self._add_event(conn, hostname, f"state:{target.value}", source, event)
+            target = next_state(current, event)
+            # The operator's setting is recorded even when unchanged (what was asked is visible).
+            if netboot is not None and (bool(row["netboot"]) != netboot or source is Source.OPERATOR):
+                conn.execute("UPDATE nodes SET netboot = ? WHERE hostname = ?", (int(netboot), hostname))
+                self._add_event(conn, hostname, "netboot:on" if netboot else "netboot:off", source, {})
+            if target is not current or event is lifecycle.Event.PROVISION:
+                conn.execute(
+                    "UPDATE nodes SET state = ?, state_since = ?, reason = ? WHERE hostname = ?",
+                    (target.value, time.time(), reason if target is State.FAILED else None, hostname),
+                )
+                record = {"from": current.value, "event": event.value, **(detail or {})}
+                if reason:
+                    record["reason"] = reason
+                self._add_event(conn, hostname, f"state:{target.value}", source, record)
             row = conn.execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
         return self._node(row)
 
-    def try_transition(self, hostname: str, target: State, source: Source, **kwargs: Any) -> bool:
-        """Like transition(), but an illegal move is ignored (for observations such as DHCP)."""
+    def observe(self, hostname: str, event: lifecycle.Event, source: Source, **kwargs: Any) -> bool:
+        """apply() for a sign seen on the wire: one that does not apply is ignored (False)."""
         try:
-            self.transition(hostname, target, source, **kwargs)
+            self.apply(hostname, event, source, **kwargs)
         except IllegalTransition:
             return False
         return True
 
-    def set_netboot(self, hostname: str, enabled: bool, source: Source) -> None:
-        with self._tx() as conn:
-            cur = conn.execute("UPDATE nodes SET netboot = ? WHERE hostname = ?", (int(enabled), hostname))
-            if cur.rowcount == 0:
-                raise UnknownNode(hostname)
-            self._add_event(conn, hostname, "netboot:on" if enabled else "netboot:off", source, {})
+    def set_netboot(self, hostname: str, enabled: bool, source: Source) -> NodeRecord:
+        """The operator's netboot on/off (on for a node past its install puts it back to new)."""
+        event = lifecycle.Event.NETBOOT_ON if enabled else lifecycle.Event.NETBOOT_OFF
+        return self.apply(hostname, event, source, netboot=enabled)
 
     def expire_overdue(self, deadlines: dict[State, float], now: float | None = None) -> list[str]:
         """Fail every node that stayed in an active state past its deadline (seconds)."""
@@ -269,8 +271,8 @@ class Store:
         for node in self.nodes():
             limit = deadlines.get(node.state)
             overdue = node.state in ACTIVE and limit is not None and now - node.state_since > limit
-            if overdue and self.try_transition(
-                node.hostname, State.FAILED, Source.TIMER, reason=f"timed out in {node.state}"
+            if overdue and self.observe(
+                node.hostname, lifecycle.Event.DEADLINE, Source.TIMER, reason=f"timed out in {node.state}"
             ):
                 failed.append(node.hostname)
         return failed

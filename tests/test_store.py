@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from provisiond.lifecycle import IllegalTransition, Source, State, check_transition
+from provisiond.lifecycle import Event, IllegalTransition, Source, State, installs, next_state
 from provisiond.store import MIGRATIONS, Store, UnknownNode
 
 A, B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
@@ -21,48 +21,86 @@ def store(tmp_path):
 
 
 def test_the_happy_path_and_its_events(store):
-    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
-    for state, source in [(State.PXE, Source.DHCP), (State.INSTALLING, Source.HTTP), (State.INSTALLED, Source.HTTP),
-                          (State.CONFIGURING, Source.AGENT), (State.READY, Source.AGENT)]:
-        store.transition("a", state, source)
+    store.apply("a", Event.PROVISION, Source.OPERATOR, netboot=True)
+    for event, source in [(Event.DHCP_BOOT_REQUEST, Source.DHCP), (Event.ANSWER_FETCHED, Source.HTTP),
+                          (Event.INSTALL_STARTED, Source.HTTP),
+                          (Event.INSTALL_FINISHED, Source.HTTP), (Event.AGENT_STARTED, Source.AGENT),
+                          (Event.AGENT_STEP, Source.AGENT), (Event.AGENT_READY, Source.AGENT)]:
+        store.apply("a", event, source)
     assert store.node("a").state is State.READY
-    events = store.events(hostname="a")
+    events = [e for e in store.events(hostname="a") if e.kind.startswith("state:")]
     assert [(e.kind, e.source) for e in events] == [
         ("state:powering-on", "operator"), ("state:pxe", "dhcp"), ("state:installing", "http"),
         ("state:installed", "http"), ("state:configuring", "agent"), ("state:ready", "agent")]
     assert [e.detail["from"] for e in events] == ["new", "powering-on", "pxe", "installing", "installed", "configuring"]
+    assert [e.detail["event"] for e in events] == [
+        "provision", "dhcp-boot-request", "answer-fetched", "install-finished", "agent-started",
+        "agent-ready"]
     assert store.events(hostname="b") == []
 
 
-def test_illegal_transitions_say_what_is_legal(store):
-    with pytest.raises(IllegalTransition, match=r"cannot go from new to ready \(legal from new: failed, installing, powering-on, pxe\)"):
-        store.transition("a", State.READY, Source.AGENT)
+def test_events_that_do_not_apply_are_refused_and_change_nothing(store):
+    with pytest.raises(IllegalTransition, match=r"agent-ready does not apply to a new node \(a new node accepts: "):
+        store.apply("a", Event.AGENT_READY, Source.AGENT)
     assert store.node("a").state is State.NEW and store.events() == []  # nothing changed
-    assert not store.try_transition("a", State.INSTALLED, Source.HTTP)
-    store.transition("a", State.FAILED, Source.OPERATOR, reason="disk on fire")
-    with pytest.raises(IllegalTransition, match="a failed node moves only by `provision`"):
-        store.transition("a", State.PXE, Source.DHCP)
-    with pytest.raises(IllegalTransition, match="already failed"):
-        check_transition(State.FAILED, State.FAILED)
-    with pytest.raises(IllegalTransition, match="provision enters at powering-on"):
-        check_transition(State.NEW, State.PXE, provision=True)
+    assert not store.observe("a", Event.INSTALL_FINISHED, Source.HTTP)
+    with pytest.raises(IllegalTransition):  # a refused install-finished keeps netboot as it was
+        store.apply("a", Event.INSTALL_FINISHED, Source.HTTP, netboot=False)
+    store.apply("a", Event.NETBOOT_ON, Source.OPERATOR, netboot=True)
+    with pytest.raises(IllegalTransition):
+        store.apply("a", Event.INSTALL_FINISHED, Source.HTTP, netboot=False)
+    assert store.node("a").netboot is True
+    store.apply("a", Event.PROVISION, Source.OPERATOR)
+    store.apply("a", Event.POWER_FAILED, Source.IPMI, reason="power: timeout")
+    with pytest.raises(IllegalTransition, match="a failed node accepts: netboot-off, netboot-on, provision"):
+        store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
+    assert not store.observe("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)  # an observation: ignored
+
+
+def test_next_state_is_one_table():
+    assert next_state(State.NEW, Event.DHCP_BOOT_REQUEST) is State.PXE
+    assert next_state(State.READY, Event.PROVISION) is State.POWERING_ON
+    assert next_state(State.INSTALLING, Event.NETBOOT_ON) is State.INSTALLING
+    for state in (State.INSTALLED, State.CONFIGURING, State.READY, State.FAILED):
+        assert next_state(state, Event.NETBOOT_ON) is State.NEW  # a reinstall is visible
+    for state in State:
+        assert next_state(state, Event.NETBOOT_OFF) is state
+        assert installs(state, netboot=False) is False
+    assert {s for s in State if installs(s, netboot=True)} == {
+        State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING}
+    with pytest.raises(IllegalTransition):
+        next_state(State.NEW, Event.DEADLINE)  # new has no deadline
+
+
+def test_netboot_on_for_an_installed_node_is_an_explicit_state_change(store):
+    for event in (Event.PROVISION, Event.INSTALL_STARTED):
+        store.apply("a", event, Source.OPERATOR, netboot=True)
+    store.apply("a", Event.INSTALL_FINISHED, Source.HTTP, netboot=False)
+    assert (store.node("a").state, store.node("a").netboot) == (State.INSTALLED, False)
+    record = store.set_netboot("a", True, Source.OPERATOR)
+    assert (record.state, record.netboot) == (State.NEW, True)
+    last = store.events(hostname="a")[-1]
+    assert (last.kind, last.detail["from"], last.detail["event"]) == ("state:new", "installed", "netboot-on")
+    store.apply("a", Event.INSTALL_STARTED, Source.HTTP)  # the reinstall's callbacks are accepted
+    assert store.node("a").state is State.INSTALLING
 
 
 def test_failed_keeps_its_reason_until_provision(store):
-    store.transition("a", State.FAILED, Source.TIMER, reason="timed out in pxe")
+    store.apply("a", Event.PROVISION, Source.OPERATOR)
+    store.apply("a", Event.DEADLINE, Source.TIMER, reason="timed out in pxe")
     assert store.node("a").reason == "timed out in pxe"
-    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
+    store.apply("a", Event.PROVISION, Source.OPERATOR)
     assert (store.node("a").state, store.node("a").reason) == (State.POWERING_ON, None)
 
 
 def test_repeating_the_current_state_is_a_no_op(store):
-    store.transition("a", State.PXE, Source.DHCP)
-    store.transition("a", State.PXE, Source.DHCP)
+    store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
+    store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
     assert len(store.events(hostname="a")) == 1
 
 
 def test_deadlines_fail_overdue_nodes(store):
-    store.transition("a", State.POWERING_ON, Source.OPERATOR, provision=True)
+    store.apply("a", Event.PROVISION, Source.OPERATOR)
     since = store.node("a").state_since
     assert store.expire_overdue({State.POWERING_ON: 60}, now=since + 30) == []
     assert store.expire_overdue({State.POWERING_ON: 60}, now=since + 61) == ["a"]
@@ -89,7 +127,7 @@ def test_tokens_are_per_node_and_go_stale(store, tmp_path):
 
 
 def test_sync_nodes_keeps_state_and_drops_removed_nodes(store):
-    store.transition("a", State.PXE, Source.DHCP)
+    store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
     store.save_lease(B, "10.0.0.2", "b", expires=2e9)
     store.issue_token("b")
     store.sync_nodes({"a": A, "c": B})  # b removed, its MAC now belongs to c
@@ -113,7 +151,7 @@ def test_leases_and_seen_macs(store):
 
 
 def test_reopening_keeps_everything_and_migrations_apply_once(tmp_path, store):
-    store.transition("a", State.PXE, Source.DHCP)
+    store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
     again = Store.in_state_dir(tmp_path)
     assert again.schema_version == len(MIGRATIONS)
     assert again.node("a").state is State.PXE and len(again.events()) == 1

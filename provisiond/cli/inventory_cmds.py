@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from provisiond.boot.methods import METHODS
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
@@ -30,8 +31,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.set_defaults(func=run_layout)
 
     render = commands.add_parser(
-        "render", help="print a node's kickstart, preseed or deploy layout script (image method)")
-    render.add_argument("kind", choices=("kickstart", "preseed", "deploy"))
+        "render", help="print a node's answer file (kickstart, preseed) or deploy layout script "
+        "(image method)")
+    render.add_argument("kind", choices=(*sorted(m for m in METHODS if METHODS[m].template), "deploy"),
+                        help="an install method's answer file, or the deploy layout script")
     render.add_argument("host")
     render.add_argument(
         "--disk-size", metavar="SIZE",

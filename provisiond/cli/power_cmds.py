@@ -22,7 +22,7 @@ from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, Node, load_inventory
 from provisiond.lab import vbmc
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
 from provisiond.store import Store
 
@@ -197,16 +197,14 @@ def run_provision(args: argparse.Namespace) -> int:
     store = _open_store(args, inventory)
     # Mark for install before powering on: the node may reach DHCP within seconds.
     for target in targets:
-        store.set_netboot(target.name, True, Source.OPERATOR)
         store.issue_token(target.name)
-        store.transition(target.name, State.POWERING_ON, Source.OPERATOR, provision=True)
+        store.apply(target.name, Event.PROVISION, Source.OPERATOR, netboot=True)
 
     def record(result: NodeResult) -> None:
         store.add_event(result.name, "power:pxe-boot", Source.IPMI, _event(result))
-        if not result.ok and store.node(result.name).state is State.POWERING_ON:
-            store.transition(
-                result.name, State.FAILED, Source.IPMI, reason=f"power: {result.error_kind}: {result.message}",
-            )
+        if not result.ok:
+            store.observe(result.name, Event.POWER_FAILED, Source.IPMI,
+                          reason=f"power: {result.error_kind}: {result.message}")
 
     for failure in failures:
         store.add_event(failure.name, "power:pxe-boot", Source.IPMI, _event(failure))

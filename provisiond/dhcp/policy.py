@@ -12,6 +12,7 @@ from enum import StrEnum
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 
+from provisiond.boot.decision import BootSpec
 from provisiond.dhcp import options as o
 from provisiond.dhcp.options import MessageType, Opt
 from provisiond.dhcp.packet import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, ZERO, DhcpPacket
@@ -20,10 +21,6 @@ BROADCAST = IPv4Address("255.255.255.255")
 SERVER_PORT = 67
 CLIENT_PORT = 68
 PXE_PORT = 4011
-
-# Boot loaders from Debian's `ipxe` package; everything chainloads into iPXE.
-BIOS_LOADER = "undionly.kpxe"
-UEFI_LOADER = "ipxe.efi"
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,6 @@ class Site:
     ntp: tuple[IPv4Address, ...] = ()
     domain: str | None = None
     lease_time: int = 3600
-    http_port: int = 8080
     proxy: bool = False
 
     # Encoded once: the same bytes go into every reply (the server answers thousands a second).
@@ -72,11 +68,12 @@ class Site:
 
 @dataclass(frozen=True)
 class Assignment:
-    """The address this client gets: a node's reservation or a dynamic pool address."""
+    """The address this client gets (a node's reservation or a dynamic pool address) and, for a
+    boot client, the boot decision (provisiond.boot) whose loader is the boot file."""
 
     ip: IPv4Address
     hostname: str | None = None  # None for a pool address
-    netboot: bool = False
+    boot: BootSpec | None = None
 
 
 class Action(StrEnum):
@@ -117,26 +114,6 @@ def is_netboot_client(request: DhcpPacket) -> bool:
         or Opt.CLIENT_ARCH in request.options
         or is_ipxe(request)
     )
-
-
-def boot_file(request: DhcpPacket, site: Site) -> str | None:
-    """The boot file (a TFTP name or an HTTP URL) for this client, by option 77, 93 and 60.
-
-    iPXE gets its per-node script (so it never loops into loading iPXE again); UEFI HTTP boot
-    gets iPXE over HTTP; PXE firmware gets iPXE over TFTP for its architecture. None when the
-    architecture has no loader here (the client then gets an address only).
-    """
-    base = f"http://{site.server}:{site.http_port}/boot"
-    if is_ipxe(request):
-        return f"{base}/{request.mac}.ipxe"
-    archs = request.client_archs
-    if o.ARCH_EFI_X86_64_HTTP in archs or request.vendor_class.startswith("HTTPClient"):
-        return f"{base}/ipxe.efi"
-    if o.ARCH_EFI_BC in archs or o.ARCH_EFI_X86_64 in archs:
-        return UEFI_LOADER
-    if not archs or o.ARCH_BIOS in archs:
-        return BIOS_LOADER
-    return None
 
 
 def _reply(request: DhcpPacket, mtype: MessageType, site: Site, yiaddr: IPv4Address) -> DhcpPacket:
@@ -251,9 +228,7 @@ def decide(
 
 
 def _boot(request: DhcpPacket, who: Assignment, site: Site) -> str | None:
-    if not who.netboot or not is_netboot_client(request):
-        return None
-    return boot_file(request, site)
+    return who.boot.loader if who.boot is not None and is_netboot_client(request) else None
 
 
 def _lease_reply(
@@ -308,7 +283,7 @@ def _decide_proxy(
         return ignore("proxy mode answers PXE and HTTP boot clients only")
     file = _boot(request, who, site)
     if file is None:
-        return ignore("no boot file for this client (netboot off or unknown architecture)")
+        return ignore("no boot file for this client (boots local, or unknown architecture)")
     if port == PXE_PORT and mtype in (MessageType.REQUEST, MessageType.INFORM):
         reply = _reply(request, MessageType.ACK, site, ZERO)
         reply.ciaddr = request.ciaddr

@@ -23,6 +23,9 @@ from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
+from provisiond.boot.decision import classify
+from provisiond.boot.service import BootService
+from provisiond.config import Config
 from provisiond.dhcp.options import MessageType, Opt
 from provisiond.dhcp.packet import HTYPE_ETHERNET, DhcpPacket, MalformedPacket, build, parse
 from provisiond.dhcp.policy import (
@@ -33,10 +36,12 @@ from provisiond.dhcp.policy import (
     Decision,
     Site,
     decide,
+    is_ipxe,
     is_netboot_client,
 )
 from provisiond.errors import UserError
-from provisiond.lifecycle import Source, State
+from provisiond.inventory import Inventory
+from provisiond.lifecycle import Source
 from provisiond.store import Store, UnknownNode
 
 log = logging.getLogger(__name__)
@@ -155,10 +160,13 @@ class DhcpServer:
     """DHCP for the inventory's nodes on one interface; `start()` returns at once."""
 
     def __init__(
-        self, inventory: Any, store: Store, interface: str, http_port: int = 8080,
+        self, inventory: Inventory, store: Store, interface: str, http_port: int = 8080,
         proxy: bool = False, *, pool: Pool | None = None, lease_time: int = 3600,
+        config: Config | None = None,
     ) -> None:
         self.inventory = inventory
+        self.config = config or Config()
+        self.boot: BootService | None = None
         self.store = store
         self.interface = interface
         self.http_port = http_port
@@ -206,8 +214,10 @@ class DhcpServer:
         self.site = Site(
             server=server, network=site.network, gateway=site.gateway, dns=tuple(site.dns),
             ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
-            http_port=self.http_port, proxy=self.proxy,
+            proxy=self.proxy,
         )
+        self.boot = BootService(self.inventory, self.store, self.config,
+                                f"http://{server}:{self.http_port}")
         self._pktinfo = [
             (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
         ]
@@ -407,14 +417,14 @@ class DhcpServer:
     def _assignment(self, request: DhcpPacket) -> Assignment | None:
         node = self._nodes.get(request.mac)
         if node is not None:
-            # The netboot flag lives in the store (the HTTP service turns it off when an install
-            # ends), so it is read per request, and only for boot clients: it changes nothing
-            # for an OS's DHCP client.
-            netboot = False
+            # Only a boot client asks the boot decision (it reads the node's state from the
+            # store, per request: the HTTP service changes it); an OS's DHCP client never does.
+            spec = None
             if is_netboot_client(request):
-                record = self.store.node_by_mac(request.mac)
-                netboot = bool(record and record.netboot)
-            return Assignment(node.ip, node.hostname, netboot=netboot)
+                assert self.boot is not None
+                spec = self.boot.for_dhcp(node, classify(
+                    request.client_archs, request.vendor_class, is_ipxe(request)))
+            return Assignment(node.ip, node.hostname, boot=spec)
         if self.pool is None or self.proxy:
             self._record_seen(request)
             return None
@@ -493,12 +503,13 @@ class DhcpServer:
                             decision.reason)
                 self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
                                      {"mac": mac, "ip": str(who.ip) if who else None})
-        if decision.boot_file and hostname and (
+        spec = who.boot if who else None
+        if spec is not None and decision.boot_file and (
             decision.action is Action.ACK or (self.proxy and decision.reply is not None)
         ):
+            assert self.boot is not None
             try:
-                self.store.try_transition(hostname, State.PXE, Source.DHCP,
-                                          detail={"boot_file": decision.boot_file})
+                self.boot.dhcp_answered(spec, decision.boot_file)
             except UnknownNode:
                 log.warning("node %s is not in the store: run `provisiond serve` (it syncs the "
                             "inventory) so its state can be followed", hostname)

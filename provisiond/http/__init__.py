@@ -2,7 +2,7 @@
 
 `create_app` builds the Flask application around one Context (inventory, store, config,
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
-(kickstart/preseed), `api` (nodes, events, callbacks, operator actions, OpenAPI). It is
+(each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI). It is
 served by gunicorn (see provisiond.serve), never by Flask's development server.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from flask import Flask, Response, abort, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from provisiond.bootfiles import BootFiles
+from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory, Node, load_inventory
@@ -37,7 +37,7 @@ class Context:
     config: Config
     inventory: Inventory
     store: Store
-    boot: BootFiles
+    boot: BootService
     renderer: Renderer
     operator_token: str
     base_url: str | None = None
@@ -93,7 +93,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,
-        boot=BootFiles(inventory, store, config, base_url or ""),
+        boot=BootService(inventory, store, config, base_url or ""),
         renderer=Renderer(inventory, list(config.templates)), operator_token=operator_token(config.operator_token_file),
         base_url=base_url, instance=instance,
     )

@@ -17,7 +17,7 @@ from provisiond.client import event_json, node_json, set_netboot
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
-from provisiond.lifecycle import IllegalTransition, Source, State
+from provisiond.lifecycle import Event, IllegalTransition, Source
 from provisiond.logs import log_event
 from provisiond.store import UnknownNode
 
@@ -94,13 +94,12 @@ def callback(hostname: str) -> tuple[Response, int] | Response:
     if kind not in CALLBACKS:
         abort(400, description=f"event must be one of {', '.join(CALLBACKS)}, got {kind!r}")
     store, peer = ctx().store, request.remote_addr or ""
-    target = State.INSTALLING if kind == "install-started" else State.INSTALLED
-    if kind == "install-finished" and store.node(item.hostname).netboot:
-        # First, whatever the state: a finished installer must never be netbooted again.
-        store.set_netboot(item.hostname, False, Source.HTTP)
+    event = Event(kind)
     try:
-        record = store.transition(item.hostname, target, Source.HTTP,
-                                  detail={"callback": kind, "peer": peer})
+        # install-finished turns netboot off in the same transaction: a finished installer is
+        # never netbooted again, and a refused callback (409) changes nothing at all.
+        record = store.apply(item.hostname, event, Source.HTTP, detail={"peer": peer},
+                             netboot=False if event is Event.INSTALL_FINISHED else None)
     except IllegalTransition as exc:
         log_event(log, "callback-refused", host=item.hostname, callback=kind, reason=str(exc))
         abort(409, description=f"{kind} for {item.hostname}: {exc}")

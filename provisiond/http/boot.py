@@ -12,7 +12,7 @@ bp = Blueprint("boot", __name__)
 
 @bp.get("/boot/<string:mac>.ipxe")
 def ipxe_script(mac: str) -> Response:
-    """Install while netboot is on, boot local once off. `<mac>` as iPXE's ${net0/mac}."""
+    """The boot decision as an iPXE script (install or boot local). `<mac>` as iPXE's ${net0/mac}."""
     script = ctx().boot.ipxe(mac, peer=request.remote_addr or "", base_url=ctx().url_base())
     if script is None:
         abort(404, description=f"{mac} is not a known MAC address (add the node to the inventory)")

@@ -28,7 +28,7 @@ from provisiond.images.build import Artifact, ImageCache
 from provisiond.images.node_script import NodeIdentity, render_node_script
 from provisiond.images.recipes import RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import Node
-from provisiond.lifecycle import IllegalTransition, Source, State
+from provisiond.lifecycle import Event, IllegalTransition, Source
 from provisiond.logs import log_event
 
 bp = Blueprint("deploy", __name__)
@@ -59,7 +59,7 @@ def root_image(node: Node) -> Artifact | None:
 
 def _fail(node: Node, reason: str, detail: dict) -> None:
     with contextlib.suppress(IllegalTransition):
-        ctx().store.transition(node.hostname, State.FAILED, Source.HTTP, reason=reason, detail=detail)
+        ctx().store.apply(node.hostname, Event.INSTALL_FAILED, Source.HTTP, reason=reason, detail=detail)
     log_event(log, "deploy-failed", host=node.hostname, reason=reason)
 
 
@@ -95,8 +95,8 @@ def env(hostname: str) -> Response:
             _fail(node, reason, {"phase": "image-lookup"})
         abort(503, description=reason)
     if own and not operator:
-        context.store.try_transition(node.hostname, State.INSTALLING, Source.HTTP,
-                                     detail={"fetched": "deploy-env", "peer": peer})
+        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
+                              detail={"fetched": "deploy-env", "peer": peer})
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {

@@ -1,17 +1,19 @@
-"""Install blueprint: the rendered kickstart (`/ks/<host>`) and preseed (`/preseed/<host>`).
+"""Install blueprint: each install method's answer file, at its own route (`/ks/<host>`,
+`/preseed/<host>`, ...: the routes come from the install-method table).
 
 These pages carry the node's callback token, so each is served only to that node (its
 inventory address or its current DHCP lease) or to the operator (operator token). A fetch
-by the node itself is the sign that its installer runs: the node moves to `installing`.
+by the node itself is the sign that its installer runs (lifecycle event answer-fetched).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, request
 
+from provisiond.boot.methods import METHODS
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import bearer_token, is_operator
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source
 from provisiond.render import ServerInfo
 
 bp = Blueprint("install", __name__)
@@ -34,17 +36,11 @@ def _serve(hostname: str, kind: str) -> Response:
         abort(404, description=f"{node.hostname} installs {node.os_name}, which uses a {actual}, "
                                f"not a {kind}")
     if own and not operator:
-        context.store.try_transition(
-            node.hostname, State.INSTALLING, Source.HTTP, detail={"fetched": kind, "peer": peer}
-        )
+        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
+                              detail={"fetched": kind, "peer": peer})
     return Response(text, mimetype="text/plain")
 
 
-@bp.get("/ks/<string:hostname>")
-def kickstart(hostname: str) -> Response:
-    return _serve(hostname, "kickstart")
-
-
-@bp.get("/preseed/<string:hostname>")
-def preseed(hostname: str) -> Response:
-    return _serve(hostname, "preseed")
+for _method in (m for m in METHODS.values() if m.template):  # the image method serves its own
+    bp.add_url_rule(f"{_method.answer_route}/<string:hostname>", _method.name,
+                    lambda hostname, kind=_method.name: _serve(hostname, kind))

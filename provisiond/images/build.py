@@ -147,6 +147,16 @@ class ImageCache:
                 return artifact
         return None
 
+    def ramdisk_file(self, served_path: str) -> Path | None:
+        """The cached file behind `images/ramdisk/<os>/<file>` (a TFTP name), or None."""
+        parts = served_path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["images", "ramdisk"]:
+            return None
+        artifact = self.lookup(f"ramdisk-{parts[2]}")
+        if artifact is None or parts[3] not in artifact.files:
+            return None
+        return artifact.path / parts[3]
+
     def remove(self, what: str) -> list[Artifact]:
         """Remove every build whose name is `what` or whose key starts with `what` (6+ chars)."""
         gone = [a for a in self.artifacts() if a.name == what or (len(what) >= 6 and a.key.startswith(what))]

@@ -6,6 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from provisiond.boot.decision import BootSpec, Loaders, classify, loader_for
 from provisiond.dhcp.options import MessageType, Opt
 from provisiond.dhcp.packet import BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, build, parse
 from provisiond.dhcp.policy import (
@@ -14,15 +15,16 @@ from provisiond.dhcp.policy import (
     Assignment,
     Site,
     decide,
+    is_ipxe,
 )
 
 SERVER = IPv4Address("10.50.0.1")
 SITE = Site(
     server=SERVER, network=IPv4Network("10.50.0.0/24"), gateway=IPv4Address("10.50.0.254"),
-    dns=(IPv4Address("10.50.0.53"),), domain="lab.example", lease_time=3600, http_port=8080,
+    dns=(IPv4Address("10.50.0.53"),), domain="lab.example", lease_time=3600,
 )
-NODE = Assignment(IPv4Address("10.50.0.11"), "node1", netboot=True)
 MAC = bytes.fromhex("525400aabb01")
+LOADERS = Loaders()
 
 
 def request(mtype: MessageType, **options: bytes) -> DhcpPacket:
@@ -31,8 +33,25 @@ def request(mtype: MessageType, **options: bytes) -> DhcpPacket:
     return DhcpPacket(op=BOOTREQUEST, xid=42, chaddr=MAC, options=opts)
 
 
+def boot_for(options: dict, install: bool = True, req: DhcpPacket | None = None) -> BootSpec:
+    """What the boot decision (provisiond.boot) says for a client with these options."""
+    req = parse(build(req or request(MessageType.DISCOVER, **options)))
+    client = classify(req.client_archs, req.vendor_class, is_ipxe(req))
+    loader = loader_for(client, install, req.mac, "http://10.50.0.1:8080", LOADERS)
+    return BootSpec("node1", req.mac, install, loader)
+
+
+def node(options: dict | None = None, install: bool = True) -> Assignment:
+    return Assignment(IPv4Address("10.50.0.11"), "node1", boot=boot_for(options or {}, install))
+
+
+NODE = node({"o93": b"\x00\x07"})
+
+
 def answer(req: DhcpPacket, who: Assignment | None = NODE, site: Site = SITE, **kw):
     # Round-trip through the wire format so what is checked is what a client would read.
+    if who is NODE:  # the node with netboot on, as the boot decision answers this request
+        who = Assignment(NODE.ip, "node1", boot=boot_for({}, req=req))
     decision = decide(parse(build(req)), who, site, **kw)
     if decision.reply is not None:
         assert parse(build(decision.reply)) == decision.reply
@@ -71,10 +90,11 @@ def test_unknown_mac_gets_nothing() -> None:
         ({"o93": b"\x00\x07", "o77": b"iPXE"}, "http://10.50.0.1:8080/boot/52:54:00:aa:bb:01.ipxe"),
         ({"o77": b"\x04iPXE"}, "http://10.50.0.1:8080/boot/52:54:00:aa:bb:01.ipxe"),
         ({"o93": b"\x00\x0b"}, None),  # ARM64 UEFI: no loader here, address only
+        ({"o60": b"PXEClient"}, "undionly.kpxe"),  # a PXE client without option 93 is BIOS
     ],
 )
 def test_boot_file_by_architecture_and_user_class(options: dict, expected: str | None) -> None:
-    d = answer(request(MessageType.DISCOVER, **options))
+    d = answer(request(MessageType.DISCOVER, **options), who=node(options))
     assert d.action is Action.OFFER and d.reply is not None
     assert d.boot_file == expected
     if expected is None:
@@ -97,8 +117,24 @@ def test_pxe_client_gets_vendor_class_and_discovery_control_and_uuid_echo() -> N
     assert http.reply is not None and http.reply.options[Opt.VENDOR_CLASS] == b"HTTPClient"
 
 
-def test_netboot_off_gets_no_boot_file() -> None:
-    d = answer(request(MessageType.DISCOVER, o93=b"\x00\x00"), who=Assignment(NODE.ip, "node1"))
+def test_boot_local_bios_gets_no_boot_file_and_uefi_its_loader() -> None:
+    bios = {"o93": b"\x00\x00", "o60": b"PXEClient:Arch:00000"}
+    d = answer(request(MessageType.DISCOVER, **bios), who=node(bios, install=False))
+    assert d.action is Action.OFFER and d.boot_file is None
+    ipxe_bios = {"o93": b"\x00\x00", "o77": b"iPXE"}
+    d = answer(request(MessageType.DISCOVER, **ipxe_bios), who=node(ipxe_bios, install=False))
+    assert d.action is Action.OFFER and d.boot_file is None
+    # UEFI: a loader whose per-node config says "exit" beats 60 s of firmware DHCP retries.
+    uefi = {"o93": b"\x00\x07"}
+    d = answer(request(MessageType.DISCOVER, **uefi), who=node(uefi, install=False))
+    assert d.boot_file == "ipxe.efi"
+    ipxe_uefi = {"o93": b"\x00\x07", "o77": b"iPXE"}
+    d = answer(request(MessageType.DISCOVER, **ipxe_uefi), who=node(ipxe_uefi, install=False))
+    assert d.boot_file == "http://10.50.0.1:8080/boot/52:54:00:aa:bb:01.ipxe"
+
+
+def test_an_os_dhcp_client_gets_no_boot_file_even_while_installing() -> None:
+    d = answer(request(MessageType.DISCOVER), who=NODE)
     assert d.action is Action.OFFER and d.boot_file is None
 
 

@@ -62,7 +62,9 @@ def env(tmp_path: Path):
     store = Store.in_state_dir(config.state_dir)
     app = create_app(config, inventory, store, base_url="http://10.213.0.1:8080")
     operator = {"Authorization": "Bearer " + config.operator_token_file.read_text().strip()}
-    return app.test_client(), store, operator, cache
+    client = app.test_client()
+    client.boot_service = app.extensions["provisiond"].boot  # type: ignore[attr-defined]
+    return client, store, operator, cache
 
 
 def netboot_on(client: FlaskClient, operator: dict, host: str) -> None:
@@ -90,6 +92,14 @@ def test_image_node_boots_the_deploy_ramdisk(env):
     assert client.get("/images/ramdisk/debian12/vmlinuz").data == b"kernel" * 10
     missing = client.get("/images/ramdisk/debian12/other")
     assert missing.status_code == 404 and b"provisiond image build" in missing.data
+    # pxelinux / GRUB fetch the same files over TFTP by the same names.
+    served = client.boot_service.tftp_responder("images/ramdisk/debian12/initrd.img", "10.213.0.11")
+    assert isinstance(served, Path) and served.read_bytes() == b"initrd" * 10
+    assert client.boot_service.tftp_responder("images/ramdisk/debian12/nosuch", "10.213.0.11") is None
+    spec = client.boot_service.spec(client.boot_service.inventory.node("img1"))
+    assert (spec.method, spec.kernel.tftp, spec.initrd.tftp) == (
+        "image", "images/ramdisk/debian12/vmlinuz", "images/ramdisk/debian12/initrd.img")
+    assert spec.answer_url == "http://10.213.0.1:8080/deploy/img1/env"
 
 
 def test_settings_only_for_the_node_and_mark_installing(env):

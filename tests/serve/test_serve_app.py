@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import Inventory
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source, State
 from provisiond.store import Store
 
 pytest_plugins = ("serve_fixtures",)
@@ -158,9 +158,14 @@ def test_callback_body_errors(client: FlaskClient, store: Store) -> None:
         assert message in reply.json["detail"]
     reply = client.post(url, data="{not json", headers={**auth, "Content-Type": "application/json"})
     assert reply.status_code == 400
-    # From `new`, install-finished skips `installing`: the state machine says no, clearly.
+    # From `new`, install-finished skips `installing`: the state machine says no, clearly,
+    # and the refused callback changes nothing (netboot stays on).
+    store.set_netboot("node1", True, Source.OPERATOR)
+    before = store.node("node1")
     reply = client.post(url, json={"event": "install-finished"}, headers=auth)
-    assert reply.status_code == 409 and "cannot go from new to installed" in reply.json["detail"]
+    assert reply.status_code == 409
+    assert "install-finished does not apply to a new node" in reply.json["detail"]
+    assert store.node("node1") == before
 
 
 def test_operator_netboot_needs_the_operator_token(
@@ -231,7 +236,7 @@ def test_timeout_fails_the_node(store: Store, client: FlaskClient, operator: dic
     assert store.expire_overdue({State.PXE: 60}, now=since + 61) == ["node1"]
     node = client.get("/api/v1/nodes/node1").json
     assert node["state"] == "failed" and node["reason"] == "timed out in pxe"
-    store.transition("node1", State.POWERING_ON, Source.OPERATOR, provision=True)
+    store.apply("node1", Event.PROVISION, Source.OPERATOR)
     assert store.node("node1").reason is None
 
 
@@ -275,3 +280,23 @@ def test_operator_templates_override_the_builtin_ones(
                         base_url="http://10.213.0.1:8080").test_client()
     reply = client.get("/preseed/node1", environ_base=NODE1)
     assert reply.get_data(as_text=True) == "# site preseed for node1\n"
+
+
+def test_netboot_on_after_install_is_a_visible_reinstall(
+    client: FlaskClient, operator: dict[str, str], store: Store
+) -> None:
+    netboot_on(client, operator, "node1")
+    token = token_in(client.get("/preseed/node1", environ_base=NODE1).get_data(as_text=True))
+    auth = {"Authorization": f"Bearer {token}"}
+    for event in ("install-started", "install-finished"):
+        assert client.post("/api/v1/nodes/node1/events", json={"event": event}, headers=auth).status_code == 200
+    reply = client.put("/api/v1/nodes/node1/netboot", json={"enabled": True}, headers=operator)
+    assert reply.json == {"hostname": "node1", "state": "new", "netboot": True}
+    last = client.get("/api/v1/events?host=node1").json["events"][-1]
+    assert (last["kind"], last["detail"]["from"], last["detail"]["event"]) == (
+        "state:new", "installed", "netboot-on")
+    # The reinstall runs through: a fresh token, and the installer's callbacks are accepted.
+    token = token_in(client.get("/preseed/node1", environ_base=NODE1).get_data(as_text=True))
+    auth = {"Authorization": f"Bearer {token}"}
+    started = client.post("/api/v1/nodes/node1/events", json={"event": "install-started"}, headers=auth)
+    assert started.status_code == 200 and started.json["state"] == "installing"

@@ -14,7 +14,7 @@ import pytest
 from conftest import LAB_SITE_YAML
 from serve_lab import Served, netns_pair, pid_alive
 
-from provisiond.lifecycle import Source, State
+from provisiond.lifecycle import Event, Source, State
 from provisiond.store import Store
 
 pytestmark = pytest.mark.root
@@ -83,7 +83,7 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
     mac, ip = NODES["node1"]
     dashed = mac.replace(":", "-")
     assert served.cli("netboot", "node1", "on").returncode == 0
-    store.transition("node1", State.POWERING_ON, Source.OPERATOR, provision=True)
+    store.apply("node1", Event.PROVISION, Source.OPERATOR)
 
     # Firmware DHCP: a BIOS PXE client gets iPXE, the node is at `pxe` (seen by DHCP).
     env = served.udhcpc(mac, *BIOS_PXE)
@@ -124,8 +124,8 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
     assert env is not None and env["ip"] == ip and "boot_file" not in env
 
     # The rest of the journey belongs to the agent (a later issue); the store takes it there.
-    store.transition("node1", State.CONFIGURING, Source.AGENT)
-    store.transition("node1", State.READY, Source.AGENT)
+    store.apply("node1", Event.AGENT_STARTED, Source.AGENT)
+    store.apply("node1", Event.AGENT_READY, Source.AGENT)
     kinds = [e.kind for e in store.events(hostname="node1") if e.kind.startswith("state:")]
     assert kinds == ["state:powering-on", "state:pxe", "state:installing", "state:installed",
                      "state:configuring", "state:ready"]
@@ -203,7 +203,7 @@ def test_kill_and_restart_mid_install_loses_nothing(served: Served) -> None:
 def test_status_and_watch_against_the_running_server(served: Served) -> None:
     store = store_of(served)
     # node4 is provisioned but never boots: the server's deadline timer fails it.
-    store.transition("node4", State.POWERING_ON, Source.OPERATOR, provision=True)
+    store.apply("node4", Event.PROVISION, Source.OPERATOR)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and store.node("node4").state is not State.FAILED:
         time.sleep(0.2)
@@ -250,6 +250,11 @@ def test_bad_start_says_why_and_the_running_server_keeps_serving(served: Served)
     wrong = run_in(served.ns.server_ns, *second, "--interface", "lo")
     assert wrong.returncode == 1
     assert "interface lo is not on the site network 10.213.0.0/24" in wrong.stderr
+    # A TFTP root the operator named but that is missing: refused before anything starts.
+    missing = run_in(served.ns.server_ns, *second, "--interface", SERVER,
+                     "--tftp-root", str(served.workdir / "no-such-root"))
+    assert missing.returncode == 1 and "no-such-root is not a directory" in missing.stderr
+    assert "http-ready" not in missing.stderr and "gunicorn" not in missing.stderr.lower()
     busy = run_in(served.ns.server_ns, *second, "--interface", SERVER)  # by address this time
     assert busy.returncode == 1 and "HTTP service (gunicorn) exited" in busy.stderr
     assert "port in use?" in busy.stderr

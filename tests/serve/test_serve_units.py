@@ -8,23 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from provisiond import bootconfig
-from provisiond.bootconfig import BootTarget
+from provisiond.boot import files
+from provisiond.boot.decision import Loaders, Network, NodeFacts, OsBoot, decide
 from provisiond.cli import main
 from provisiond.config import DEFAULT_TIMEOUTS, load_config
 from provisiond.errors import UserError
 from provisiond.lifecycle import State
 from provisiond.logs import log_event, mask_secrets, setup_logging
 
-TARGET = BootTarget(
-    hostname="node1", domain="lab.example", mac="52:54:00:13:00:11", os="debian12",
-    ip="10.213.0.11", netmask="255.255.255.0", gateway="10.213.0.1",
-    install_url="http://10.213.0.1:8080/preseed/node1",
-    kernel_url="http://10.213.0.1:8080/boot/debian12/linux",
-    initrd_url="http://10.213.0.1:8080/boot/debian12/initrd.gz",
-    tftp_kernel="debian-installer/amd64/linux", tftp_initrd="debian-installer/amd64/initrd.gz",
-    dns=["10.213.0.1"],
-)
+NETWORK = Network(domain="lab.example", netmask="255.255.255.0", gateway="10.213.0.1",
+                  dns=("10.213.0.1",))
+OS_BOOT = {"debian12": OsBoot("linux", "initrd.gz", "debian-installer/amd64/linux",
+                              "debian-installer/amd64/initrd.gz")}
+
+
+def spec(netboot: bool):
+    node = NodeFacts("node1", "52:54:00:13:00:11", "10.213.0.11", "debian12",
+                     State.PXE, netboot)
+    return decide(node, None, "http://10.213.0.1:8080", Loaders(), NETWORK, OS_BOOT)
 
 
 def test_config_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,27 +88,40 @@ def test_config_syntax_error_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_boot_configs_install_and_local() -> None:
-    ipxe = bootconfig.ipxe_install(TARGET)
+    install, local = spec(netboot=True), spec(netboot=False)
+    ipxe = files.IPXE.render(install)
     assert "initrd=initrd.gz auto=true priority=critical" in ipxe
+    assert "url=http://10.213.0.1:8080/preseed/node1" in ipxe
     assert "netcfg/get_nameservers=10.213.0.1" in ipxe
-    local = bootconfig.ipxe_local("node1", TARGET.mac)
-    assert "iseq ${platform} efi && exit" in local and "sanboot --no-describe --drive 0x80" in local
-    pxelinux = bootconfig.pxelinux_install(TARGET)
-    assert "KERNEL debian-installer/amd64/linux" in pxelinux and "INITRD debian-installer/amd64/initrd.gz" in pxelinux
-    assert "LOCALBOOT 0" in bootconfig.pxelinux_local("node1", TARGET.mac)
-    grub = bootconfig.grub_install(TARGET)
-    assert "linux /debian-installer/amd64/linux initrd=initrd.gz" in grub
-    assert "exit" in bootconfig.grub_local("node1", TARGET.mac)
+    local_script = files.IPXE.render(local)
+    assert "iseq ${platform} efi && exit" in local_script
+    assert "sanboot --no-describe --drive 0x80" in local_script
+    pxelinux = files.PXELINUX.render(install)
+    assert "KERNEL debian-installer/amd64/linux" in pxelinux
+    assert "INITRD debian-installer/amd64/initrd.gz" in pxelinux
+    # syslinux obeys initrd= in APPEND over INITRD: it must not be there.
+    assert "initrd=" not in pxelinux
+    assert "LOCALBOOT 0" in files.PXELINUX.render(local)
+    grub = files.GRUB.render(install)
+    assert "linux /debian-installer/amd64/linux auto=true" in grub and "initrd=" not in grub
+    assert "initrd /debian-installer/amd64/initrd.gz" in grub
+    assert "exit" in files.GRUB.render(local)
 
 
 def test_config_file_names_parse_to_macs() -> None:
     mac = "52:54:00:13:00:11"
-    assert bootconfig.parse_config_request("pxelinux.cfg/01-52-54-00-13-00-11") == ("pxelinux", mac)
-    assert bootconfig.parse_config_request("/pxelinux.cfg/01-52-54-00-13-00-11") == ("pxelinux", mac)
-    assert bootconfig.parse_config_request("grub/grub.cfg-01-52-54-00-13-00-11") == ("grub", mac)
-    assert bootconfig.parse_config_request("GRUB.CFG-01-52-54-00-13-00-11") == ("grub", mac)
-    assert bootconfig.parse_config_request("pxelinux.cfg/default") is None
-    assert bootconfig.parse_config_request("pxelinux.cfg/01-52-54-00-13-00") is None
+    assert files.match_tftp("pxelinux.cfg/01-52-54-00-13-00-11") == (files.PXELINUX, mac)
+    assert files.match_tftp("/pxelinux.cfg/01-52-54-00-13-00-11") == (files.PXELINUX, mac)
+    assert files.match_tftp("grub/grub.cfg-01-52-54-00-13-00-11") == (files.GRUB, mac)
+    assert files.match_tftp("GRUB.CFG-01-52-54-00-13-00-11") == (files.GRUB, mac)
+    # GRUB's chain config asks by $net_default_mac, which has colons.
+    assert files.match_tftp("debian-installer/amd64/grub/grub.cfg-01-52:54:00:13:00:11") == (files.GRUB, mac)
+    assert files.match_tftp("pxelinux.cfg/default") is None
+    assert files.match_tftp("pxelinux.cfg/01-52-54-00-13-00") is None
+    assert files.GRUB.is_chain("debian-installer/amd64/grub/grub.cfg")
+    assert not files.GRUB.is_chain("grub/grub.cfg-01-52-54-00-13-00-11")
+    assert files.IPXE.match("52:54:00:13:00:11.ipxe") == mac
+    assert files.IPXE.match("boot/52-54-00-13-00-11.ipxe") == mac
 
 
 def test_secrets_are_masked() -> None:
@@ -146,16 +160,19 @@ def _site(tmp_path: Path) -> list[str]:
     """A state dir with two nodes of the serve fixtures' inventory: one ready, one failed."""
     from serve_fixtures import write_inventory
 
-    from provisiond.lifecycle import Source
+    from provisiond.lifecycle import Event, Source
     from provisiond.store import Store
 
     inventory = write_inventory(tmp_path)
     store = Store.in_state_dir(tmp_path / "state")
     store.sync_nodes({"node1": "52:54:00:13:00:11", "node2": "52:54:00:13:00:12",
                       "node3": "52:54:00:13:00:13"})
-    for state in (State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED, State.READY):
-        store.transition("node1", state, Source.OPERATOR, provision=state is State.POWERING_ON)
-    store.transition("node2", State.FAILED, Source.AGENT, reason="gluster brick missing")
+    for event in (Event.PROVISION, Event.DHCP_BOOT_REQUEST, Event.INSTALL_STARTED,
+                  Event.INSTALL_FINISHED, Event.AGENT_STARTED, Event.AGENT_READY):
+        store.apply("node1", event, Source.OPERATOR)
+    for event in (Event.PROVISION, Event.INSTALL_STARTED, Event.INSTALL_FINISHED, Event.AGENT_STARTED):
+        store.apply("node2", event, Source.OPERATOR)
+    store.apply("node2", Event.AGENT_FAILED, Source.AGENT, reason="gluster brick missing")
     return ["--inventory", str(inventory), "--state-dir", str(tmp_path / "state")]
 
 
