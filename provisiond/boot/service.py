@@ -21,7 +21,7 @@ from provisiond.boot.decision import (
     decide,
 )
 from provisiond.config import Config
-from provisiond.images.build import ImageCache
+from provisiond.images.cache import ImageCache
 from provisiond.inventory import Inventory, Node
 from provisiond.lifecycle import Event, Source
 from provisiond.logs import log_event

@@ -24,7 +24,7 @@ from provisiond.errors import UserError
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import bearer_token, is_operator, require_node
 from provisiond.http.files import send_asset
-from provisiond.images.build import Artifact, ImageCache
+from provisiond.images.cache import Artifact, ImageCache
 from provisiond.images.node_script import NodeIdentity, render_node_script
 from provisiond.images.recipes import RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import Node

@@ -10,17 +10,15 @@ whose downloaded .debs are kept in the cache (`debs/`) so rebuilds do not fetch 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.errors import UserError
+from provisiond.images.cache import Artifact, ImageCache, publish
 from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PATHS, Recipe
 
 RAMDISK_FILES = Path(__file__).resolve().parent / "ramdisk"
@@ -77,28 +75,6 @@ WantedBy=multi-user.target
 Progress = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """One cached build: its directory holds the files, their .sha256 and meta.json."""
-
-    name: str
-    key: str
-    path: Path
-    meta: dict
-
-    @property
-    def files(self) -> dict[str, dict]:
-        return self.meta.get("files", {})
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def agent_zipapp_bytes() -> bytes:
     """The agent as one zipapp file (python3 -m zipapp of agent/), deterministic bytes."""
     import io
@@ -122,49 +98,6 @@ def build_inputs(recipe: Recipe) -> list[bytes]:
     else:
         inputs.append(agent_zipapp_bytes())
     return inputs
-
-
-class ImageCache:
-    """The artifact cache: <dir>/<name>/<key>/ per build, newest per name is the current one."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def artifacts(self) -> list[Artifact]:
-        found = []
-        if not self.dir.is_dir():
-            return found
-        for meta_path in sorted(self.dir.glob("*/*/meta.json")):
-            with contextlib.suppress(OSError, ValueError):
-                meta = json.loads(meta_path.read_text())
-                found.append(Artifact(meta["name"], meta["key"], meta_path.parent, meta))
-        return sorted(found, key=lambda a: (a.name, -a.meta.get("built_at", 0)))
-
-    def lookup(self, name: str, key: str | None = None) -> Artifact | None:
-        """The build of `name` with `key`, or (no key) the newest build of `name`."""
-        for artifact in self.artifacts():
-            if artifact.name == name and (key is None or artifact.key == key):
-                return artifact
-        return None
-
-    def ramdisk_file(self, served_path: str) -> Path | None:
-        """The cached file behind `images/ramdisk/<os>/<file>` (a TFTP name), or None."""
-        parts = served_path.strip("/").split("/")
-        if len(parts) != 4 or parts[:2] != ["images", "ramdisk"]:
-            return None
-        artifact = self.lookup(f"ramdisk-{parts[2]}")
-        if artifact is None or parts[3] not in artifact.files:
-            return None
-        return artifact.path / parts[3]
-
-    def remove(self, what: str) -> list[Artifact]:
-        """Remove every build whose name is `what` or whose key starts with `what` (6+ chars)."""
-        gone = [a for a in self.artifacts() if a.name == what or (len(what) >= 6 and a.key.startswith(what))]
-        for artifact in gone:
-            shutil.rmtree(artifact.path)
-            with contextlib.suppress(OSError):
-                artifact.path.parent.rmdir()
-        return gone
 
 
 def _run(command: list[str], progress: Progress, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
@@ -239,26 +172,6 @@ def _trim(root: Path) -> None:
 
 def _tree_bytes(root: Path) -> int:
     return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def _publish(staging: Path, files: list[Path], recipe: Recipe, key: str, cache: ImageCache,
-             started: float, extra: dict) -> Artifact:
-    """Write the .sha256 files and meta.json, then move the build into place at once."""
-    meta_files = {}
-    for path in files:
-        digest = sha256_file(path)
-        (path.parent / f"{path.name}.sha256").write_text(f"{digest}  {path.name}\n")
-        meta_files[path.name] = {"sha256": digest, "bytes": path.stat().st_size}
-    meta = {"name": recipe.name, "key": key, "kind": recipe.kind, "os": recipe.os_name, "role": recipe.role,
-            "suite": recipe.suite, "packages": list(recipe.packages), "files": meta_files,
-            "built_at": time.time(), "build_seconds": round(time.time() - started, 1), **extra}
-    (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    final = cache.dir / recipe.name / key
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    return Artifact(recipe.name, key, final, meta)
 
 
 def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Progress) -> tuple[list[Path], dict]:
@@ -378,7 +291,7 @@ def build(recipe: Recipe, cache: ImageCache, progress: Progress, force: bool = F
         builder = _build_root if recipe.kind == "root" else _build_ramdisk
         files, extra = builder(recipe, work, out, cache.dir / "debs", step)
         remove_tree(work / "root")
-        artifact = _publish(out, files, recipe, key, cache, started, extra)
+        artifact = publish(out, files, recipe, key, cache, started, extra)
     finally:
         remove_tree(work)
     sizes = ", ".join(f"{name} {info['bytes'] / 1e6:.1f} MB" for name, info in artifact.files.items())

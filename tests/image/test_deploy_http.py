@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 
 from provisiond.config import Config
 from provisiond.http import create_app
-from provisiond.images.build import ImageCache, _publish
+from provisiond.images import cache as image_cache
+from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.inventory import InventoryError, load_inventory
 from provisiond.lifecycle import State
@@ -45,7 +46,7 @@ def publish(cache: ImageCache, recipe, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         (staging / name).write_bytes(data)
         paths.append(staging / name)
-    _publish(staging, paths, recipe, "k" * 64, cache, 0.0, {})
+    image_cache.publish(staging, paths, recipe, "k" * 64, cache, 0.0, {})
 
 
 @pytest.fixture

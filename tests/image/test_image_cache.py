@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from provisiond.cli import main
-from provisiond.images.build import ImageCache, _publish, agent_zipapp_bytes, build, build_inputs
+from provisiond.images import cache as image_cache
+from provisiond.images.build import agent_zipapp_bytes, build, build_inputs
+from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import RecipeError, ramdisk_recipe, root_recipe
 
 
@@ -16,7 +18,7 @@ def publish(cache: ImageCache, recipe, key: str, data: bytes = b"bytes") -> None
     staging = cache.dir / f".staging-{recipe.name}-{key}"
     staging.mkdir(parents=True)
     (staging / "root.tar.zst").write_bytes(data)
-    _publish(staging, [staging / "root.tar.zst"], recipe, key, cache, 0.0, {})
+    image_cache.publish(staging, [staging / "root.tar.zst"], recipe, key, cache, 0.0, {})
 
 
 def test_keys_follow_content():

@@ -17,7 +17,7 @@ import pytest
 from conftest import LAB_SITE_YAML
 from image_lab import IMAGE_CACHE, Site, Vm, bridge_namespace, build_images
 
-from provisiond.images.build import ImageCache, _publish
+from provisiond.images.cache import ImageCache, publish
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.lifecycle import State
 
@@ -95,6 +95,13 @@ def test_compute_node_installs_by_image_and_boots_its_disk_bios(compute_images, 
     print("image install (BIOS):", json.dumps(timings))
 
 
+def test_compute_node_installs_by_image_and_boots_its_disk_uefi(compute_images, tmp_path):
+    """The same under OVMF: GPT with an ESP, GRUB on the ESP (a firmware boot entry and the
+    removable path)."""
+    timings = install(tmp_path, "uefi")
+    print("image install (UEFI):", json.dumps(timings))
+
+
 def test_corrupt_image_is_refused_before_the_disk_is_touched(compute_images, tmp_path):
     """A truncated root image (its published sha256 no longer matches): the node fails with
     the checksum reason and the disk is still all zeros."""
@@ -114,7 +121,7 @@ def test_corrupt_image_is_refused_before_the_disk_is_touched(compute_images, tmp
             else:
                 (staging / name).symlink_to(artifact.path / name)
             paths.append(staging / name)
-        published = _publish(staging, paths, recipe, artifact.key, cache, 0.0, {})
+        published = publish(staging, paths, recipe, artifact.key, cache, 0.0, {})
         if truncate:  # the published checksum is the real image's; the file is cut short
             meta = dict(published.meta, files=artifact.files)
             (published.path / "meta.json").write_text(json.dumps(meta))
