@@ -5,45 +5,18 @@ over the JSON API (--server URL). Both give the same JSON shapes the API serves.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 
+from provisiond import nodes
 from provisiond.config import Config
 from provisiond.errors import UserError
-from provisiond.inventory import Inventory, Node, load_inventory
-from provisiond.lifecycle import Source
-from provisiond.store import Event, NodeRecord, Store, UnknownNode
+from provisiond.inventory import Inventory, load_inventory
+from provisiond.store import NodeRecord, Store, UnknownNode
 
 TOKEN_ENV = "PROVISIOND_OPERATOR_TOKEN"
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    return {"id": event.id, "ts": event.ts, "host": event.hostname, "kind": event.kind,
-            "source": event.source, "detail": event.detail}
-
-
-def node_json(node: Node | None, record: NodeRecord, last: Event | None, now: float) -> dict[str, Any]:
-    """A node as the API shows it (inventory fields are None when no inventory is at hand)."""
-    return {
-        "hostname": record.hostname, "mac": record.mac,
-        "ip": str(node.ip) if node else None, "role": node.role if node else None,
-        "os": node.os_name if node else None, "firmware": node.firmware if node else None,
-        "state": record.state.value, "state_since": record.state_since,
-        "age_seconds": round(max(0.0, now - record.state_since), 3),
-        "netboot": record.netboot, "reason": record.reason,
-        "last_event": event_json(last) if last else None,
-    }
-
-
-def set_netboot(store: Store, hostname: str, enabled: bool, source: Source) -> NodeRecord:
-    """Netboot on starts a new install cycle: a fresh node token (older ones go stale)."""
-    if enabled:
-        store.issue_token(hostname)
-    store.set_netboot(hostname, enabled, source)
-    return store.node(hostname)
 
 
 class Backend(Protocol):
@@ -68,11 +41,6 @@ class LocalBackend:
             if inventory_given:
                 raise
 
-    def _node(self, hostname: str) -> Node | None:
-        if self.inventory is None:
-            return None
-        return next((n for n in self.inventory.nodes if n.hostname == hostname), None)
-
     def _record(self, host: str) -> NodeRecord:
         try:
             return self.store.node(host.lower())
@@ -81,16 +49,14 @@ class LocalBackend:
             raise UserError(f"{host} is not a node of this server (known: {known})") from None
 
     def nodes(self) -> list[dict[str, Any]]:
-        now, latest = time.time(), self.store.latest_events()
-        return [node_json(self._node(r.hostname), r, latest.get(r.hostname), now)
-                for r in self.store.nodes()]
+        return nodes.nodes_view(self.store, self.inventory)
 
     def events(self, since: int = 0, host: str | None = None) -> list[dict[str, Any]]:
         hostname = self._record(host).hostname if host else None
-        return [event_json(e) for e in self.store.events(since=since, hostname=hostname)]
+        return nodes.events_view(self.store, since=since, hostname=hostname)
 
     def set_netboot(self, host: str, enabled: bool) -> dict[str, Any]:
-        record = set_netboot(self.store, self._record(host).hostname, enabled, Source.OPERATOR)
+        record = nodes.set_netboot(self.store, self._record(host).hostname, enabled)
         return {"hostname": record.hostname, "state": record.state.value, "netboot": record.netboot}
 
 

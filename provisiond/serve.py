@@ -24,30 +24,21 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
+from provisiond import nodes
 from provisiond.boot.service import BootService
 from provisiond.config import Config
-from provisiond.dhcp.server import DhcpServer, choose_server_address, find_interface
+from provisiond.dhcp.server import DhcpServer
+from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.http import operator_token
 from provisiond.http import wsgi as wsgi_env
-from provisiond.inventory import Inventory, Site, load_inventory
+from provisiond.inventory import Inventory, load_inventory
 from provisiond.logs import log_event
 from provisiond.store import Store
 from provisiond.tftp.server import TftpServer, TransferStats
 
 log = logging.getLogger("provisiond.serve")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def interface_address(spec: str, site: Site) -> tuple[str, IPv4Address]:
-    """(interface name, our address on the site network) for `--interface NAME|ADDRESS`,
-    chosen exactly as the DHCP server chooses it, so DHCP's URLs and our bindings agree."""
-    name, addresses = find_interface(spec)
-    try:
-        given: IPv4Address | None = IPv4Address(spec)
-    except ValueError:
-        given = None
-    return name, choose_server_address(name, addresses, site.network, given or site.server)
 
 
 def _die_with_parent() -> None:
@@ -175,42 +166,49 @@ class Server:
     def start(self) -> None:
         """Check everything that can be wrong first (nothing is started until it all holds)."""
         config, inventory, store = self.config, self.inventory, self.store
-        found = [interface_address(spec, inventory.site) for spec in config.interfaces]
+        endpoints = [resolve_endpoint(spec, inventory.site, config.http_port)
+                     for spec in config.interfaces]
         self._prepare_tftp_root()
-        store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
+        nodes.sync(store, inventory)
         operator_token(config.operator_token_file)
         self._check_assets()
-        interfaces = [name for name, _ in found]
-        addresses = [address for _, address in found]
+        addresses = [endpoint.address for endpoint in endpoints]
         if inventory.site.server not in addresses:
             log_event(log, "server-address-mismatch", logging.WARNING,
                       inventory_server=str(inventory.site.server),
                       serving=",".join(map(str, addresses)))
-        single_url = f"http://{addresses[0]}:{config.http_port}" if len(addresses) == 1 else None
+        # One interface: one base URL for everything. Several: HTTP takes it from the Host
+        # header each node used (each reaches us on its own network's address).
+        single_url = endpoints[0].base_url if len(endpoints) == 1 else None
         try:
             self.http = HttpProcess(config, addresses, single_url, self.verbosity)
             self.http.start()
             self._started.append(("http", self.http))
-            for interface, address in found:
-                boot = BootService(inventory, store, config, f"http://{address}:{config.http_port}")
-                tftp = TftpServer(config.tftp_root, str(address), config.tftp_port,
-                                  responder=boot.tftp_responder, on_transfer=self._transfer)
-                tftp.start()
-                self._started.append((f"tftp {address}", tftp))
-                dhcp = DhcpServer(inventory, store, interface, http_port=config.http_port,
-                                  proxy=config.dhcp_proxy, config=config)
-                dhcp.start()
-                self._started.append((f"dhcp {interface}", dhcp))
+            for endpoint in endpoints:
+                self._serve_on(endpoint)
             timer = DeadlineTimer(store, config)
             timer.start()
             self._started.append(("deadline timer", timer))
         except BaseException:
             self.stop()
             raise
-        log_event(log, "serving", interfaces=",".join(interfaces),
+        log_event(log, "serving", interfaces=",".join(e.interface for e in endpoints),
                   addresses=",".join(map(str, addresses)), http_port=config.http_port,
                   tftp_port=config.tftp_port, nodes=len(inventory.nodes),
                   state_dir=str(config.state_dir))
+
+    def _serve_on(self, endpoint: Endpoint) -> None:
+        """TFTP and DHCP on one interface, with the boot decision at that endpoint."""
+        config, inventory, store = self.config, self.inventory, self.store
+        boot = BootService(inventory, store, config, endpoint.base_url)
+        tftp = TftpServer(config.tftp_root, str(endpoint.address), config.tftp_port,
+                          responder=boot.tftp_responder, on_transfer=self._transfer)
+        tftp.start()
+        self._started.append((f"tftp {endpoint.address}", tftp))
+        dhcp = DhcpServer(inventory, store, endpoint.interface, http_port=config.http_port,
+                          proxy=config.dhcp_proxy, config=config, endpoint=endpoint)
+        dhcp.start()
+        self._started.append((f"dhcp {endpoint.interface}", dhcp))
 
     def _prepare_tftp_root(self) -> None:
         """The default TFTP root is created (the operator never asked for it, and provisiond

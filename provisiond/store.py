@@ -119,6 +119,7 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._site_secret: bytes | None = None
         self._migrate()
 
     @classmethod
@@ -324,12 +325,18 @@ class Store:
     # makes every earlier token stale.
 
     def _secret(self) -> bytes:
-        path = self.path.parent / "secret.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secrets.token_bytes(32))
-        return path.read_bytes()
+        """The site secret (created 0600 on first use), read from disk once per Store."""
+        if self._site_secret is None:
+            path = self.path.parent / "secret.key"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(secrets.token_bytes(32))
+            self._site_secret = path.read_bytes()
+        return self._site_secret
 
     def _token(self, hostname: str, generation: int) -> str:
         digest = hmac.new(self._secret(), f"{hostname}:{generation}".encode(), hashlib.sha256)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from pathlib import Path
 
 from provisiond import __version__
 from provisiond.errors import UserError
+from provisiond.logs import setup_logging
 
 COMMAND_MODULES = (
     "provisiond.cli.inventory_cmds",
@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One logging set-up for every command (key=value lines, secrets masked); a long-running
+    # command such as `serve` logs at info by default (its `verbosity_base`).
+    args.verbosity = args.verbose + getattr(args, "verbosity_base", 0)
+    setup_logging(args.verbosity)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

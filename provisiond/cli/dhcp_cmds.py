@@ -11,11 +11,11 @@ import logging
 import signal
 import threading
 
+from provisiond import nodes
 from provisiond.cli.inventory_cmds import inventory_from_args
 from provisiond.config import effective_config
 from provisiond.dhcp.server import DhcpServer, Pool
 from provisiond.errors import UserError
-from provisiond.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ def run_dhcp(args: argparse.Namespace) -> int:
     if args.lease_time < 60:
         raise UserError(f"--lease-time {args.lease_time} is too short: give at least 60 seconds")
     inventory = inventory_from_args(args)
-    store = Store.in_state_dir(effective_config(args).state_dir)
-    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
+    store = nodes.open_store(effective_config(args).state_dir, inventory)
     server = DhcpServer(
         inventory, store, args.interface, http_port=args.http_port, proxy=args.proxy,
         pool=args.pool, lease_time=args.lease_time,

@@ -18,11 +18,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from provisiond import nodes as nodes_service
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, Node, load_inventory
 from provisiond.lab import vbmc
-from provisiond.lifecycle import Event, Source
+from provisiond.lifecycle import Source
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
 from provisiond.store import Store
 
@@ -85,9 +86,7 @@ def _config(args: argparse.Namespace) -> PowerConfig:
 
 
 def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
-    store = Store.in_state_dir(effective_config(args).state_dir)
-    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
-    return store
+    return nodes_service.open_store(effective_config(args).state_dir, inventory)
 
 
 def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
@@ -197,14 +196,13 @@ def run_provision(args: argparse.Namespace) -> int:
     store = _open_store(args, inventory)
     # Mark for install before powering on: the node may reach DHCP within seconds.
     for target in targets:
-        store.issue_token(target.name)
-        store.apply(target.name, Event.PROVISION, Source.OPERATOR, netboot=True)
+        nodes_service.provision(store, target.name)
 
     def record(result: NodeResult) -> None:
         store.add_event(result.name, "power:pxe-boot", Source.IPMI, _event(result))
         if not result.ok:
-            store.observe(result.name, Event.POWER_FAILED, Source.IPMI,
-                          reason=f"power: {result.error_kind}: {result.message}")
+            nodes_service.power_failed(store, result.name,
+                                       f"power: {result.error_kind}: {result.message}")
 
     for failure in failures:
         store.add_event(failure.name, "power:pxe-boot", Source.IPMI, _event(failure))

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from provisiond.config import effective_config
-from provisiond.logs import setup_logging
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -21,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
     parser.add_argument("--http-port", type=int, metavar="N", help="HTTP port (default 8080)")
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
-    parser.set_defaults(func=run_serve)
+    parser.set_defaults(func=run_serve, verbosity_base=1)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -31,6 +30,4 @@ def run_serve(args: argparse.Namespace) -> int:
         interfaces=tuple(args.interface) if args.interface else None,
         tftp_root=args.tftp_root, http_port=args.http_port, tftp_port=args.tftp_port,
     )
-    verbosity = max(1, args.verbose + 1)
-    setup_logging(verbosity)
-    return Server(config, verbosity=verbosity).run()
+    return Server(config, verbosity=args.verbosity).run()

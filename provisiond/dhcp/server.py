@@ -18,10 +18,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Protocol
-
-from pyroute2 import IPRoute
 
 from provisiond.boot.decision import classify
 from provisiond.boot.service import BootService
@@ -39,6 +37,7 @@ from provisiond.dhcp.policy import (
     is_ipxe,
     is_netboot_client,
 )
+from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory
 from provisiond.lifecycle import Source
@@ -105,66 +104,18 @@ class Pool:
         return range(int(self.first), int(self.last) + 1)
 
 
-def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
-    """The interface named `spec`, or holding address `spec`, with its IPv4 addresses (pyroute2).
-
-    Raises UserError when there is no such interface or address.
-    """
-    with IPRoute() as ipr:
-        try:
-            wanted = IPv4Address(spec)
-        except ValueError:
-            index = ipr.link_lookup(ifname=spec)
-        else:
-            index = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
-                     if a.get("IFA_ADDRESS") == str(wanted)]
-        if not index:
-            names = sorted(link.get("IFLA_IFNAME") for link in ipr.get_links())
-            raise UserError(
-                f"no interface {'has address' if '.' in spec else 'is named'} {spec!r} "
-                f"(interfaces here: {', '.join(names)}); give the interface on the site "
-                "network (or its address) with --interface"
-            )
-        name = ipr.get_links(index[0])[0].get("IFLA_IFNAME")
-        addresses = [
-            IPv4Interface(f"{addr.get('IFA_ADDRESS')}/{addr['prefixlen']}")
-            for addr in ipr.get_addr(index=index[0], family=socket.AF_INET)
-        ]
-    return name, addresses
-
-
-def choose_server_address(
-    interface: str, addresses: list[IPv4Interface], network: IPv4Network, preferred: IPv4Address,
-) -> IPv4Address:
-    """Our address on the site network: the inventory's `site.server` if the interface has it.
-
-    Refuses an interface with no address on the site network, so provisiond never answers on
-    a network the inventory does not describe.
-    """
-    on_site = [a.ip for a in addresses if a.ip in network]
-    if not on_site:
-        found = ", ".join(str(a) for a in addresses) or "no IPv4 address"
-        raise UserError(
-            f"interface {interface} is not on the site network {network} (it has {found}); "
-            "give the interface that is on that network, or fix site.network in the inventory"
-        )
-    if preferred in on_site:
-        return preferred
-    log.warning(
-        "site.server %s is not an address of %s; answering as %s", preferred, interface, on_site[0]
-    )
-    return on_site[0]
-
-
 class DhcpServer:
     """DHCP for the inventory's nodes on one interface; `start()` returns at once."""
 
     def __init__(
         self, inventory: Inventory, store: Store, interface: str, http_port: int = 8080,
         proxy: bool = False, *, pool: Pool | None = None, lease_time: int = 3600,
-        config: Config | None = None,
+        config: Config | None = None, endpoint: Endpoint | None = None,
     ) -> None:
+        """`endpoint`: where this server answers (serve computes it once for DHCP, TFTP and
+        HTTP); without it, found from `interface` (a name or an address) at start()."""
         self.inventory = inventory
+        self.endpoint = endpoint
         self.config = config or Config()
         self.boot: BootService | None = None
         self.store = store
@@ -191,19 +142,9 @@ class DhcpServer:
         if self._thread is not None:
             raise RuntimeError("DhcpServer already started")
         site = self.inventory.site
-        try:
-            given = IPv4Address(self.interface)
-        except ValueError:
-            given = None
-        if given is not None and given not in site.network:
-            raise UserError(
-                f"address {given} is not on the site network {site.network}: give an address "
-                "(or interface) on that network with --interface"
-            )
-        self.interface, addresses = find_interface(self.interface)
-        server = choose_server_address(
-            self.interface, addresses, site.network, given or site.server
-        )
+        if self.endpoint is None:
+            self.endpoint = resolve_endpoint(self.interface, site, self.http_port)
+        self.interface, server = self.endpoint.interface, self.endpoint.address
         self._check_pool(site.network, server)
         ntp = []
         for name in getattr(site, "ntp_servers", None) or site.ntp or []:
@@ -216,8 +157,7 @@ class DhcpServer:
             ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
             proxy=self.proxy,
         )
-        self.boot = BootService(self.inventory, self.store, self.config,
-                                f"http://{server}:{self.http_port}")
+        self.boot = BootService(self.inventory, self.store, self.config, self.endpoint.base_url)
         self._pktinfo = [
             (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
         ]

@@ -84,11 +84,11 @@ def create_app(
     base_url: str | None = None,
     instance: str = "",
 ) -> Flask:
-    """Build the application. Inventory and store default to the config's paths; `instance`
+    """Build the application. Inventory and store default to the config's paths (the store is
+    synced with the inventory by whoever opens it: `serve`, or nodes.open_store); `instance`
     is echoed by the health check so `serve` knows it reached its own child."""
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
-    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
     app = Flask("provisiond", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(

@@ -8,23 +8,21 @@ a refused request changes nothing.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from provisiond.client import event_json, node_json, set_netboot
+from provisiond import nodes as service
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
-from provisiond.lifecycle import Event, IllegalTransition, Source
+from provisiond.lifecycle import IllegalTransition
 from provisiond.logs import log_event
 from provisiond.store import UnknownNode
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("provisiond.http")
 
-CALLBACKS = ("install-started", "install-finished")
 MAX_EVENTS = 1000
 MAX_EVENT_ID = 2**62
 
@@ -48,23 +46,16 @@ def health() -> Response:
 
 @bp.get("/api/v1/nodes")
 def nodes() -> Response:
-    context, now = ctx(), time.time()
-    latest = context.store.latest_events()
-    records = {record.hostname: record for record in context.store.nodes()}
-    return jsonify(nodes=[
-        node_json(node, records[node.hostname], latest.get(node.hostname), now)
-        for node in context.inventory.nodes if node.hostname in records
-    ])
+    return jsonify(nodes=service.nodes_view(ctx().store, ctx().inventory))
 
 
 @bp.get("/api/v1/nodes/<string:hostname>")
 def node(hostname: str) -> Response:
-    context, item = ctx(), node_or_404(hostname)
+    item = node_or_404(hostname)
     try:
-        record = context.store.node(item.hostname)
+        return jsonify(service.node_view(ctx().store, ctx().inventory, item.hostname))
     except UnknownNode:
         abort(404, description=f"{hostname} is not in the store yet (restart serve to sync)")
-    return jsonify(node_json(item, record, context.store.latest_events().get(item.hostname), time.time()))
 
 
 @bp.get("/api/v1/events")
@@ -79,9 +70,8 @@ def events() -> Response:
     host = request.args.get("host")
     if host is not None:
         host = node_or_404(host).hostname
-    items = ctx().store.events(since=since, hostname=host, limit=limit)
-    return jsonify(events=[event_json(event) for event in items],
-                   last_id=items[-1].id if items else since)
+    items = service.events_view(ctx().store, since=since, hostname=host, limit=limit)
+    return jsonify(events=items, last_id=items[-1]["id"] if items else since)
 
 
 @bp.post("/api/v1/nodes/<string:hostname>/events")
@@ -91,15 +81,11 @@ def callback(hostname: str) -> tuple[Response, int] | Response:
     require_node(item.hostname)
     body = _json_body()
     kind = body.get("event")
-    if kind not in CALLBACKS:
-        abort(400, description=f"event must be one of {', '.join(CALLBACKS)}, got {kind!r}")
-    store, peer = ctx().store, request.remote_addr or ""
-    event = Event(kind)
+    if not isinstance(kind, str) or kind not in service.CALLBACKS:
+        abort(400, description=f"event must be one of {', '.join(service.CALLBACKS)}, got {kind!r}")
+    peer = request.remote_addr or ""
     try:
-        # install-finished turns netboot off in the same transaction: a finished installer is
-        # never netbooted again, and a refused callback (409) changes nothing at all.
-        record = store.apply(item.hostname, event, Source.HTTP, detail={"peer": peer},
-                             netboot=False if event is Event.INSTALL_FINISHED else None)
+        record = service.installer_callback(ctx().store, item.hostname, kind, peer)
     except IllegalTransition as exc:
         log_event(log, "callback-refused", host=item.hostname, callback=kind, reason=str(exc))
         abort(409, description=f"{kind} for {item.hostname}: {exc}")
@@ -116,6 +102,6 @@ def netboot(hostname: str) -> Response:
     enabled = _json_body().get("enabled")
     if not isinstance(enabled, bool):
         abort(400, description='expected {"enabled": true|false}')
-    record = set_netboot(ctx().store, item.hostname, enabled, Source.OPERATOR)
+    record = service.set_netboot(ctx().store, item.hostname, enabled)
     log_event(log, "netboot", host=item.hostname, enabled=enabled)
     return jsonify(hostname=item.hostname, state=record.state.value, netboot=record.netboot)

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.inventory import Inventory, load_inventory
+from provisiond.nodes import open_store
 from provisiond.store import Store
 
 INVENTORY = LAB_SITE_YAML + """\
@@ -80,8 +81,8 @@ def config(tmp_path: Path, serve_inventory_path: Path, assets: Path) -> Config:
 
 
 @pytest.fixture
-def store(config: Config) -> Store:
-    return Store.in_state_dir(config.state_dir)
+def store(config: Config, serve_inventory: Inventory) -> Store:
+    return open_store(config.state_dir, serve_inventory)
 
 
 @pytest.fixture
