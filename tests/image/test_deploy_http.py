@@ -15,6 +15,7 @@ import pytest
 from conftest import LAB_SITE_YAML
 from flask.testing import FlaskClient
 
+from provisiond import nodes
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.images import cache as image_cache
@@ -22,7 +23,6 @@ from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.inventory import InventoryError, load_inventory
 from provisiond.lifecycle import State
-from provisiond.store import Store
 
 INVENTORY = LAB_SITE_YAML + """\
   install: image
@@ -60,7 +60,7 @@ def env(tmp_path: Path):
     cache = ImageCache(config.image_cache)
     publish(cache, ramdisk_recipe("debian12"), {"vmlinuz": b"kernel" * 10, "initrd.img": b"initrd" * 10})
     publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": IMAGE_BYTES})
-    store = Store.in_state_dir(config.state_dir)
+    store = nodes.open_store(config.state_dir, inventory)
     app = create_app(config, inventory, store, base_url="http://10.213.0.1:8080")
     operator = {"Authorization": "Bearer " + config.operator_token_file.read_text().strip()}
     client = app.test_client()
