@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from provisiond.errors import UserError
+from provisiond.roles.settings import AgentSettings, GlusterSettings
 
 ROLES = ("compute", "controller")
 OPERATING_SYSTEMS = ("debian12", "rocky9")
@@ -200,6 +201,8 @@ class Site(_Model):
     root_password_hash: str | None = None
     ssh_authorized_keys: list[str] = Field(default_factory=list)
     mirrors: dict[str, str] = Field(default_factory=dict)
+    gluster: GlusterSettings = Field(default_factory=GlusterSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     install: str = "installer"  # the nodes' default install method
 
     @field_validator("install", mode="before")

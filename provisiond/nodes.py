@@ -38,8 +38,10 @@ def open_store(state_dir: Path, inventory: Inventory) -> Store:
 # -- changes ------------------------------------------------------------------------------
 
 def provision(store: Store, hostname: str) -> NodeRecord:
-    """Mark a node for (re)install: a new token (older ones go stale), netboot on, powering-on."""
+    """Mark a node for (re)install: a new token and agent credential (older ones go stale),
+    netboot on, powering-on."""
     store.issue_token(hostname)
+    store.issue_agent_credential(hostname)
     return store.apply(hostname, Event.PROVISION, Source.OPERATOR, netboot=True)
 
 
@@ -53,6 +55,7 @@ def set_netboot(store: Store, hostname: str, enabled: bool) -> NodeRecord:
     visibly) or off."""
     if enabled:
         store.issue_token(hostname)
+        store.issue_agent_credential(hostname)
     return store.set_netboot(hostname, enabled, Source.OPERATOR)
 
 
@@ -74,8 +77,10 @@ def event_json(event: StoredEvent) -> dict[str, Any]:
             "source": event.source, "detail": event.detail}
 
 
-def node_json(node: Node | None, record: NodeRecord, last: StoredEvent | None, now: float) -> dict[str, Any]:
-    """A node as the API shows it (inventory fields are None when no inventory is at hand)."""
+def node_json(node: Node | None, record: NodeRecord, last: StoredEvent | None, now: float,
+              agent: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A node as the API shows it (inventory fields are None when no inventory is at hand);
+    `agent`: its agent's current step and what a barrier waits for (Store.agent_progress)."""
     return {
         "hostname": record.hostname, "mac": record.mac,
         "ip": str(node.ip) if node else None, "role": node.role if node else None,
@@ -84,21 +89,22 @@ def node_json(node: Node | None, record: NodeRecord, last: StoredEvent | None, n
         "age_seconds": round(max(0.0, now - record.state_since), 3),
         "netboot": record.netboot, "reason": record.reason,
         "last_event": event_json(last) if last else None,
+        "agent": agent,
     }
 
 
 def nodes_view(store: Store, inventory: Inventory | None) -> list[dict[str, Any]]:
     """Every node of the store, as node_json (with its inventory fields when there is one)."""
-    now, latest = time.time(), store.latest_events()
-    return [node_json(_inventory_node(inventory, r.hostname), r, latest.get(r.hostname), now)
-            for r in store.nodes()]
+    now, latest, progress = time.time(), store.latest_events(), store.agent_progress()
+    return [node_json(_inventory_node(inventory, r.hostname), r, latest.get(r.hostname), now,
+                      progress.get(r.hostname)) for r in store.nodes()]
 
 
 def node_view(store: Store, inventory: Inventory | None, hostname: str) -> dict[str, Any]:
     """One node as node_json (UnknownNode when the store does not have it)."""
     record = store.node(hostname)
     return node_json(_inventory_node(inventory, hostname), record,
-                     store.latest_events().get(hostname), time.time())
+                     store.latest_events().get(hostname), time.time(), store.agent_progress().get(hostname))
 
 
 def _inventory_node(inventory: Inventory | None, hostname: str) -> Node | None:

@@ -26,10 +26,11 @@ MB_PER_MIB = MIB / 1_000_000
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """Where the installer calls back, and the node's token (None: secrets withheld)."""
+    """Where the installer calls back, the node's token and its agent credential (None: withheld)."""
 
     url: str
     token: str | None = None
+    agent_credential: str | None = None
 
     def events_url(self, hostname: str) -> str:
         return f"{self.url.rstrip('/')}/api/v1/nodes/{hostname}/events"

@@ -1,4 +1,5 @@
-"""The store: node state, events, tokens, DHCP leases, seen MACs and TFTP transfer stats.
+"""The store: node state, events, tokens, DHCP leases, seen MACs, TFTP transfer stats, and the
+agent phase (agent credentials, reported facts, each node's current step, site secrets).
 
 One module owns all persistence so a PostgreSQL backend can replace SQLite by configuration
 later. SQLite runs in WAL mode (readers never block the writer), one connection per thread,
@@ -73,6 +74,33 @@ MIGRATIONS: tuple[str, ...] = (
         retransmits INTEGER NOT NULL,
         options     TEXT NOT NULL DEFAULT '{}',
         outcome     TEXT NOT NULL
+    );
+    """,    # 2: the agent phase: agent credentials, reported facts, each node's current step, and
+    #    the generations of site secrets (values are derived, never stored).
+    """
+    CREATE TABLE agent_credentials (
+        hostname   TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        issued     REAL NOT NULL
+    );
+    CREATE TABLE facts (
+        hostname TEXT NOT NULL,
+        name     TEXT NOT NULL,
+        value    TEXT NOT NULL DEFAULT 'null',
+        ts       REAL NOT NULL,
+        PRIMARY KEY (hostname, name)
+    );
+    CREATE INDEX facts_by_name ON facts (name);
+    CREATE TABLE agent_progress (
+        hostname TEXT PRIMARY KEY,
+        detail   TEXT NOT NULL DEFAULT '{}',
+        waiting  TEXT,
+        updated  REAL NOT NULL
+    );
+    CREATE TABLE site_secrets (
+        name       TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        created    REAL NOT NULL
     );
     """,
 )
@@ -184,6 +212,8 @@ class Store:
                 conn.execute("DELETE FROM nodes WHERE hostname = ?", (hostname,))
                 conn.execute("DELETE FROM tokens WHERE hostname = ?", (hostname,))
                 conn.execute("DELETE FROM leases WHERE mac = ?", (known[hostname],))
+                for table in ("agent_credentials", "facts", "agent_progress"):
+                    conn.execute(f"DELETE FROM {table} WHERE hostname = ?", (hostname,))
                 self._add_event(conn, hostname, "removed", Source.OPERATOR, {})
             # Free MACs first so a MAC moving between hostnames does not trip UNIQUE.
             for hostname, mac in nodes.items():
@@ -249,6 +279,10 @@ class Store:
                 if reason:
                     record["reason"] = reason
                 self._add_event(conn, hostname, f"state:{target.value}", source, record)
+            if (target is State.NEW and current is not State.NEW) or event is lifecycle.Event.PROVISION:
+                # A node on its way to a reinstall reports its facts again.
+                conn.execute("DELETE FROM facts WHERE hostname = ?", (hostname,))
+                conn.execute("DELETE FROM agent_progress WHERE hostname = ?", (hostname,))
             row = conn.execute("SELECT * FROM nodes WHERE hostname = ?", (hostname,)).fetchone()
         return self._node(row)
 
@@ -371,6 +405,114 @@ class Store:
         expected = self._token(hostname, row[0]).encode() if row is not None else b""
         # Compared as bytes: compare_digest refuses non-ASCII str, and any token is a wrong one.
         return row is not None and hmac.compare_digest(expected, token.encode("utf-8", "replace"))
+
+    # -- the agent phase: credentials, site secrets, facts, progress -------------------------
+    # Agent credentials and site secrets are derived like node tokens (HMAC of the state dir's
+    # secret key over a name and a generation): the store keeps generations only.
+
+    def _derive(self, message: str) -> str:
+        return hmac.new(self._secret(), message.encode(), hashlib.sha256).hexdigest()
+
+    def issue_agent_credential(self, hostname: str) -> str:
+        """A new agent credential for the node (earlier ones stop working)."""
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM nodes WHERE hostname = ?", (hostname,)).fetchone() is None:
+                raise UnknownNode(hostname)
+            conn.execute(
+                "INSERT INTO agent_credentials (hostname, generation, issued) VALUES (?, 1, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET generation = generation + 1, issued = excluded.issued",
+                (hostname, time.time()),
+            )
+            generation = conn.execute(
+                "SELECT generation FROM agent_credentials WHERE hostname = ?", (hostname,)
+            ).fetchone()[0]
+        return self._derive(f"agent:{hostname}:{generation}")
+
+    def agent_credential(self, hostname: str) -> str:
+        """The node's current agent credential (issued on first use), for its install pages."""
+        row = self._conn().execute(
+            "SELECT generation FROM agent_credentials WHERE hostname = ?", (hostname,)
+        ).fetchone()
+        if row is None:
+            return self.issue_agent_credential(hostname)
+        return self._derive(f"agent:{hostname}:{row[0]}")
+
+    def verify_agent_credential(self, hostname: str, credential: str | None) -> bool:
+        if not credential:
+            return False
+        row = self._conn().execute(
+            "SELECT generation FROM agent_credentials WHERE hostname = ?", (hostname,)
+        ).fetchone()
+        expected = self._derive(f"agent:{hostname}:{row[0]}").encode() if row is not None else b""
+        return row is not None and hmac.compare_digest(expected, credential.encode("utf-8", "replace"))
+
+    def site_secret(self, name: str) -> str:
+        """The site's value of a named secret (made on first use; 32 hex characters)."""
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO site_secrets (name, generation, created) VALUES (?, 1, ?)",
+                         (name, time.time()))
+            generation = conn.execute("SELECT generation FROM site_secrets WHERE name = ?", (name,)).fetchone()[0]
+        return self._derive(f"site-secret:{name}:{generation}")[:32]
+
+    def set_fact(self, hostname: str, name: str, value: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO facts (hostname, name, value, ts) VALUES (?, ?, ?, ?) ON CONFLICT (hostname, name) "
+                "DO UPDATE SET value = excluded.value, ts = excluded.ts",
+                (hostname, name, json.dumps(value, sort_keys=True), time.time()),
+            )
+
+    def fact(self, hostname: str, name: str) -> Any | None:
+        row = self._conn().execute(
+            "SELECT value FROM facts WHERE hostname = ? AND name = ?", (hostname, name)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def fact_reporters(self, name: str) -> set[str]:
+        rows = self._conn().execute("SELECT hostname FROM facts WHERE name = ?", (name,))
+        return {row[0] for row in rows}
+
+    def facts(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for row in self._conn().execute("SELECT hostname, name, value FROM facts ORDER BY name, hostname"):
+            out.setdefault(row["name"], {})[row["hostname"]] = json.loads(row["value"])
+        return out
+
+    def set_agent_progress(self, hostname: str, detail: dict[str, Any], status: str) -> None:
+        """The node's current step (what status shows: "n of m", the step, its outcome)."""
+        current = {key: detail.get(key) for key in ("step", "title", "kind", "index", "count")}
+        current["status"] = status
+        if status == "progress":
+            current["message"] = detail.get("message")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO agent_progress (hostname, detail, waiting, updated) VALUES (?, ?, NULL, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET detail = excluded.detail, "
+                "waiting = CASE WHEN excluded.detail = agent_progress.detail THEN waiting END, "
+                "updated = excluded.updated",
+                (hostname, json.dumps(current, sort_keys=True), time.time()),
+            )
+
+    def set_agent_waiting(self, hostname: str, waiting: dict[str, Any] | None) -> None:
+        """What the node's barrier waits for (None: it waits for nothing)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO agent_progress (hostname, detail, waiting, updated) VALUES (?, '{}', ?, ?) "
+                "ON CONFLICT (hostname) DO UPDATE SET waiting = excluded.waiting, updated = excluded.updated",
+                (hostname, None if waiting is None else json.dumps(waiting, sort_keys=True), time.time()),
+            )
+
+    def clear_agent_waiting(self, hostname: str) -> None:
+        self.set_agent_waiting(hostname, None)
+
+    def agent_progress(self) -> dict[str, dict[str, Any]]:
+        """hostname -> {step, title, kind, index, count, status, waiting}."""
+        out = {}
+        for row in self._conn().execute("SELECT * FROM agent_progress"):
+            item = json.loads(row["detail"])
+            item["waiting"] = json.loads(row["waiting"]) if row["waiting"] else None
+            out[row["hostname"]] = item
+        return out
 
     # -- DHCP leases -----------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""`check`, `layout` and `render`: work on the inventory file alone (no server needed)."""
+"""`check`, `layout` and `render` (kickstart, preseed, manifest): work on the inventory file alone
+(no server needed; a manifest's secrets are masked)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from provisiond.boot.methods import METHODS
@@ -10,6 +12,7 @@ from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, load_inventory, parse_size
 from provisiond.layouts import Layout, LayoutError, plan_layout
+from provisiond.manifests import ManifestService
 from provisiond.render import Renderer
 
 
@@ -31,10 +34,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.set_defaults(func=run_layout)
 
     render = commands.add_parser(
-        "render", help="print a node's answer file (kickstart, preseed) or deploy layout script "
-        "(image method)")
-    render.add_argument("kind", choices=(*sorted(m for m in METHODS if METHODS[m].template), "deploy"),
-                        help="an install method's answer file, or the deploy layout script")
+        "render", help="print a node's answer file (kickstart, preseed), deploy layout script "
+        "(image method) or role manifest (secrets masked)")
+    render.add_argument("kind", choices=(*sorted(m for m in METHODS if METHODS[m].template), "deploy", "manifest"),
+                        help="an install method's answer file, the deploy layout script, or the manifest")
     render.add_argument("host")
     render.add_argument(
         "--disk-size", metavar="SIZE",
@@ -104,6 +107,12 @@ def run_render(args: argparse.Namespace) -> int:
         if not directory.is_dir():
             raise UserError(f"--templates {directory}: not a directory")
     node = inventory.node(args.host)
+    if args.kind == "manifest":
+        config = effective_config(args)
+        templates = [*args.templates, *config.templates]
+        url = f"http://{inventory.site.server}:{config.http_port}"
+        print(json.dumps(ManifestService(inventory, templates).masked(node, url), indent=2))
+        return 0
     renderer = Renderer(inventory, args.templates)
     if args.kind == "deploy":
         try:

@@ -34,7 +34,7 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    status = commands.add_parser("status", help="table of nodes: state, age, last event")
+    status = commands.add_parser("status", help="table of nodes: state, age, agent step, last event")
     _target(status)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
     status.set_defaults(func=run_status)
@@ -89,17 +89,29 @@ def _last(node: dict[str, Any]) -> str:
     return f"{event['kind']} ({event['source']}, {_age(time.time() - event['ts'])} ago)"
 
 
+def agent_step(node: dict[str, Any]) -> str:
+    """The agent's current step, "n of m", and what a barrier waits for ("" before the agent)."""
+    agent = node.get("agent") or {}
+    if not agent.get("step"):
+        return ""
+    text = f"{agent['index']}/{agent['count']} {agent['step']} ({agent['status']})"
+    waiting = agent.get("waiting")
+    if waiting and waiting.get("missing"):
+        text += f", waiting for {waiting['fact']} from {', '.join(waiting['missing'])}"
+    return text
+
+
 def run_status(args: argparse.Namespace) -> int:
     nodes = backend(args).nodes()
     if args.json:
         print(json.dumps({"nodes": nodes}, indent=2))
         return 0
     table = Table(title=f"{len(nodes)} node(s)")
-    for column in ("HOST", "STATE", "AGE", "NETBOOT", "LAST EVENT", "REASON"):
+    for column in ("HOST", "STATE", "AGE", "NETBOOT", "STEP", "LAST EVENT", "REASON"):
         table.add_column(column)
     for node in nodes:
         table.add_row(node["hostname"], node["state"], _age(node["age_seconds"]),
-                      "on" if node["netboot"] else "off", _last(node), node["reason"] or "")
+                      "on" if node["netboot"] else "off", agent_step(node), _last(node), node["reason"] or "")
     Console(width=max(120, Console().width)).print(table)
     return 0
 
@@ -137,6 +149,8 @@ def run_watch(args: argparse.Namespace) -> int:
                 state = State(node["state"]) if node else State.FAILED
                 step = len(STEPS) - 1 if state is State.FAILED else STEPS.index(state)
                 label = f"failed: {node['reason']}" if node and state is State.FAILED else state.value
+                if node and state is State.CONFIGURING and agent_step(node):
+                    label += f": {agent_step(node)}"
                 progress.update(task, completed=step, state=label)
                 done += step
             progress.update(total, completed=done)

@@ -2,7 +2,8 @@
 
 `create_app` builds the Flask application around one Context (inventory, store, config,
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
-(each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI). It is
+(each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
+`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check). It is
 served by gunicorn (see provisiond.serve), never by Flask's development server.
 """
 
@@ -98,11 +99,12 @@ def create_app(
         base_url=base_url, instance=instance,
     )
 
-    from provisiond.http import api, boot, deploy, install
+    from provisiond.http import agent, api, boot, deploy, install
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(agent.bp)
     app.register_blueprint(deploy.bp)
 
     @app.before_request

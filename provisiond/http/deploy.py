@@ -148,6 +148,7 @@ def node_script(hostname: str) -> Response:
         hostname=node.hostname, domain=site.domain, mac=node.mac, ip=str(node.ip),
         prefixlen=site.network.prefixlen, gateway=str(site.gateway), firmware=node.firmware,
         server_url=context.url_base(), token=context.store.current_token(node.hostname),
+        agent_credential=context.store.agent_credential(node.hostname),
         dns=[str(server) for server in site.dns], ntp=site.ntp_servers,
         root_password_hash=site.root_password_hash, ssh_authorized_keys=list(site.ssh_authorized_keys),
     )
@@ -175,6 +176,7 @@ def report(hostname: str) -> Response:
     output = request.get_data(as_text=True)[-OUTPUT_LIMIT:]
     token = ctx().store.current_token(node.hostname)
     output = output.replace(token, "<node token>")
+    output = output.replace(ctx().store.agent_credential(node.hostname), "<agent credential>")
     detail: dict = {"phase": phase, "status": status, "peer": request.remote_addr or ""}
     uptime = request.args.get("uptime")
     if uptime:

@@ -30,7 +30,8 @@ def _serve(hostname: str, kind: str) -> Response:
         abort(403, description=f"the {kind} of {node.hostname} is served only to that node "
                                f"({node.ip}) or with the operator token; {peer} is neither")
     actual, text = context.renderer.install_config(
-        node, ServerInfo(url=context.url_base(), token=context.store.current_token(node.hostname))
+        node, ServerInfo(url=context.url_base(), token=context.store.current_token(node.hostname),
+                         agent_credential=context.store.agent_credential(node.hostname))
     )
     if actual != kind:
         abort(404, description=f"{node.hostname} installs {node.os_name}, which uses a {actual}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisiond import __version__
+from provisiond.http import agent_openapi
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -111,6 +112,7 @@ SCHEMAS: dict[str, Any] = {
             "state_since": {"type": "number"}, "age_seconds": {"type": "number"},
             "netboot": {"type": "boolean"}, "reason": {"type": ["string", "null"]},
             "last_event": {"oneOf": [{"$ref": "#/components/schemas/Event"}, {"type": "null"}]},
+            "agent": {"$ref": "#/components/schemas/AgentProgress"},
         },
     },
 }
@@ -123,12 +125,13 @@ def document() -> dict[str, Any]:
         "info": {"title": "provisiond", "version": __version__,
                  "description": "PXE boot scripts, installer answers and callbacks, node state."},
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **agent_openapi.SCHEMAS},
             "securitySchemes": {
                 "nodeToken": {"type": "http", "scheme": "bearer",
                               "description": "the node's token from its own kickstart/preseed"},
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "contents of <state-dir>/operator.token"},
+                **agent_openapi.SECURITY,
             },
         },
         "paths": {
@@ -219,5 +222,6 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _text("preseed"), "403": _text("not this node"),
                               "404": _text("unknown node or not a preseed OS")}}},
             **DEPLOY_PATHS,
+            **agent_openapi.PATHS,
         },
     }

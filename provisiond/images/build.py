@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from provisiond.errors import UserError
+from provisiond.http.agent import UNIT as AGENT_UNIT
+from provisiond.http.agent import build_zipapp
 from provisiond.images.cache import Artifact, ImageCache, publish
 from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PATHS, Recipe
 
 RAMDISK_FILES = Path(__file__).resolve().parent / "ramdisk"
-AGENT_PACKAGE = Path(__file__).resolve().parents[2] / "agent"
 BUILD_TIMEOUT = 1800  # seconds for one debootstrap (a slow mirror); every step is bounded
 
 # Debian 12's initramfs activates LVM only through udev events, which races at boot (2 of 5
@@ -44,21 +45,6 @@ GRUB_TERMINAL="console serial"
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
 """
-AGENT_UNIT = """[Unit]
-Description=provisiond agent: fetches this node's manifest and runs its steps
-Wants=network-online.target
-After=network-online.target
-ConditionPathExists=/etc/provisiond/node.token
-
-[Service]
-Type=simple
-ExecStart=/usr/bin/python3 /usr/local/lib/provisiond/provisiond-agent.pyz run
-Restart=on-failure
-RestartSec=10
-
-[Install]
-WantedBy=multi-user.target
-"""
 SSH_KEYS_UNIT = """[Unit]
 Description=provisiond: host keys of this node (an image carries none)
 Before=ssh.service
@@ -75,28 +61,13 @@ WantedBy=multi-user.target
 Progress = Callable[[str], None]
 
 
-def agent_zipapp_bytes() -> bytes:
-    """The agent as one zipapp file (python3 -m zipapp of agent/), deterministic bytes."""
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(AGENT_PACKAGE.rglob("*.py")):
-            info = zipfile.ZipInfo(f"agent/{path.relative_to(AGENT_PACKAGE).as_posix()}", (1980, 1, 1, 0, 0, 0))
-            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-        main = zipfile.ZipInfo("__main__.py", (1980, 1, 1, 0, 0, 0))
-        archive.writestr(main, "from agent.cli import main\nraise SystemExit(main())\n")
-    return b"#!/usr/bin/env python3\n" + buffer.getvalue()
-
-
 def build_inputs(recipe: Recipe) -> list[bytes]:
     """Everything besides the recipe that decides a build's bytes (its content key)."""
     inputs = [Path(__file__).read_bytes()]
     if recipe.kind == "ramdisk":
         inputs += [path.read_bytes() for path in sorted(RAMDISK_FILES.iterdir())]
     else:
-        inputs.append(agent_zipapp_bytes())
+        inputs += [build_zipapp(), AGENT_UNIT.encode()]
     return inputs
 
 
@@ -189,9 +160,12 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     for relative in ROOT_MODULE_TRIM:
         shutil.rmtree(modules / relative, ignore_errors=True)
     _run(["chroot", str(root), "depmod", version], progress)
-    agent_dir = root / "usr/local/lib/provisiond"
-    agent_dir.mkdir(parents=True, exist_ok=True)
-    (agent_dir / "provisiond-agent.pyz").write_bytes(agent_zipapp_bytes())
+    # The agent as the installers put it: the zipapp and unit provisiond serves (http/agent.py).
+    for directory, mode in (("usr/local/lib/provisiond-agent", 0o755), ("var/lib/provisiond-agent", 0o700),
+                            ("etc/provisiond", 0o700)):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+        (root / directory).chmod(mode)
+    (root / "usr/local/lib/provisiond-agent/provisiond-agent.pyz").write_bytes(build_zipapp())
     (root / "etc/systemd/system/provisiond-agent.service").write_text(AGENT_UNIT)
     (root / "etc/systemd/system/provisiond-ssh-keys.service").write_text(SSH_KEYS_UNIT)
     for key in root.glob("etc/ssh/ssh_host_*"):

@@ -2,7 +2,8 @@
 `sh node.sh identity`, `sh node.sh bootloader` and `sh node.sh unmount` against $TARGET.
 
 identity: host name, hosts, the static network (systemd-networkd, matched by MAC), DNS, NTP,
-root's password hash and SSH keys, the agent's server URL and node token.
+root's password hash and SSH keys, the node token, and the agent's settings (agent.conf:
+server URL, host name) and its agent credential, as the kickstart and preseed write them.
 bootloader: GRUB for the node's firmware: BIOS on the disk's MBR; UEFI on the ESP with a
 firmware boot entry (when the NVRAM takes one) and the removable path as the fallback.
 
@@ -27,6 +28,7 @@ class NodeIdentity:
     firmware: str  # bios | uefi
     server_url: str
     token: str
+    agent_credential: str
     dns: list[str] = field(default_factory=list)
     ntp: list[str] = field(default_factory=list)
     root_password_hash: str | None = None
@@ -65,8 +67,9 @@ def identity_lines(node: NodeIdentity) -> list[str]:
     if node.ntp:
         lines += _write("/etc/chrony/sources.d/provisiond.sources",
                         "".join(f"server {server} iburst\n" for server in node.ntp))
-    lines += _write("/etc/provisiond/server", node.server_url + "\n")
     lines += _write("/etc/provisiond/node.token", node.token + "\n", mode="0600")
+    lines += _write("/etc/provisiond/agent.conf", f"server_url={node.server_url}\nhostname={node.hostname}\n")
+    lines += _write("/etc/provisiond/agent.credential", node.agent_credential + "\n", mode="0600")
     if node.root_password_hash:
         lines.append(f'chroot "$TARGET" usermod -p {_q(node.root_password_hash)} root')
     if node.ssh_authorized_keys:

@@ -198,7 +198,10 @@ def test_node_script_is_valid_shell_and_writes_the_identity(env, tmp_path):
     assert "Gateway=10.213.0.1" in network
     assert (target / "etc/provisiond/node.token").read_text() == token + "\n"
     assert (target / "etc/provisiond/node.token").stat().st_mode & 0o777 == 0o600
-    assert (target / "etc/provisiond/server").read_text() == "http://10.213.0.1:8080\n"
+    assert (target / "etc/provisiond/agent.conf").read_text() == "server_url=http://10.213.0.1:8080\nhostname=img1\n"
+    credential = (target / "etc/provisiond/agent.credential")
+    assert credential.read_text() == store.agent_credential("img1") + "\n"
+    assert credential.stat().st_mode & 0o777 == 0o600
     assert "10.213.0.11\timg1.lab.example\timg1" in (target / "etc/hosts").read_text()
     usage = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=10)
     assert usage.returncode == 2 and "usage" in usage.stderr

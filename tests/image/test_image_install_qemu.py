@@ -2,7 +2,8 @@
 debootstrap; cached by content), `provisiond serve` on a bridge without uplink in a namespace,
 a QEMU VM (TCG; SeaBIOS or OVMF, e1000 with iPXE) that PXE-boots the deploy ramdisk, which
 lays out the virtio disk from the storage model, writes the root image, installs GRUB and
-reboots; netboot is off by then, so the VM boots its own disk.
+reboots; netboot is off by then, so the VM boots its own disk, where the agent (in the image)
+reports the disk's layout facts, which provisiond compares with the compute storage model.
 
 A second test serves a corrupted image: the ramdisk must refuse it before writing to the disk.
 """
@@ -33,12 +34,28 @@ nodes:
      disk: {device: vda, size: DISKGiB}}
 """.replace("MAC", MAC).replace("DISK", str(DISK_GIB))
 INSTALL_LIMIT = 900  # seconds from power on to install-finished under TCG (~2-3 min measured)
-BOOT_LIMIT = 300  # seconds from install-finished to the installed system's login prompt
+AGENT_LIMIT = 600  # seconds from install-finished to the agent's layout report (~2 min measured)
 
 
 @pytest.fixture(scope="module")
 def compute_images() -> str:
     return build_images("compute")
+
+
+def wait_event(site: Site, host: str, kind: str, limit: float, vm: Vm):
+    """The first event of `kind` for the host, waiting up to `limit` seconds."""
+    assert site.store is not None
+    deadline = time.monotonic() + limit
+    while True:
+        found = [event for event in site.store.events(hostname=host) if event.kind == kind]
+        if found:
+            return found[0]
+        assert vm.process is not None and vm.process.poll() is None, f"QEMU exited:\n{vm.serial_tail()}"
+        if time.monotonic() > deadline:
+            kinds = [event.kind for event in site.store.events(hostname=host)]
+            raise AssertionError(f"no {kind} event after {limit} s (events: {kinds}); serial:\n"
+                                 f"{vm.serial_tail()}\nserve log:\n{site.serve_log()[-3000:]}")
+        time.sleep(2)
 
 
 def phase_times(site: Site, host: str) -> dict[str, float]:
@@ -73,9 +90,12 @@ def install(tmp_path: Path, firmware: str) -> dict:
             timings["power-on to installed"] = round(time.monotonic() - t0, 1)
             assert record.netboot is False  # install-finished turned it off: no second install
             t1 = time.monotonic()
-            # The reboot: PXE again, iPXE hears "boot local", GRUB from the disk, Debian.
-            vm.wait_serial("vm1 login:", BOOT_LIMIT)
-            timings["installed to login prompt"] = round(time.monotonic() - t1, 1)
+            # The reboot: PXE again, iPXE hears "boot local", GRUB from the disk, Debian, and
+            # the agent's first step sends lsblk/vgs/lvs/findmnt from inside the VM.
+            layout = wait_event(site, "vm1", "agent:layout", AGENT_LIMIT, vm)
+            timings["installed to agent layout report"] = round(time.monotonic() - t1, 1)
+            assert layout.detail == {"ok": True, "problems": []}, layout.detail
+            assert "vm1 login:" in vm.serial.read_text(errors="replace")
             timings["phases"] = phase_times(site, "vm1")
             log = site.serve_log()
             assert "path=/images/ramdisk/debian12/initrd.img status=200" in log
