@@ -150,7 +150,7 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     _debootstrap(recipe, root, debs, progress)
     version = _kernel_version(root)
     progress(f"configure: kernel {version}, LVM activation in the initramfs, agent, services")
-    (root / "etc/fstab").write_text("# provisiond: written by the deploy layout script\n")
+    (root / "etc/fstab").unlink(missing_ok=True)  # the layout script writes it, by UUID, on the node
     script = root / "etc/initramfs-tools/scripts/local-block/provisiond-lvm"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(LVM_LOCAL_BLOCK)

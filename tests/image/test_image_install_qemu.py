@@ -11,6 +11,7 @@ A second test serves a corrupted image: the ramdisk must refuse it before writin
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -40,6 +41,22 @@ AGENT_LIMIT = 600  # seconds from install-finished to the agent's layout report 
 @pytest.fixture(scope="module")
 def compute_images() -> str:
     return build_images("compute")
+
+
+def test_root_image_holds_the_agent_and_no_fstab(compute_images):
+    """The layout script writes the node's fstab; the image must not carry one (a stale fstab
+    leaves / read-only and the data volumes unmounted). The agent and its unit are inside."""
+    image = ImageCache(IMAGE_CACHE).lookup(root_recipe("debian12", "compute").name)
+    assert image is not None
+    listing = subprocess.run(f"zstd -dc {image.path / 'root.tar.zst'} | tar -tf -", shell=True,
+                             capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
+    assert "./etc/fstab" not in listing
+    for member in ("./usr/local/lib/provisiond-agent/provisiond-agent.pyz",
+                   "./etc/systemd/system/provisiond-agent.service",
+                   "./etc/initramfs-tools/scripts/local-block/provisiond-lvm",
+                   "./etc/systemd/system/multi-user.target.wants/glusterd.service"):
+        assert member in listing, member
+    assert not [name for name in listing if name.startswith("./etc/ssh/ssh_host_")]
 
 
 def wait_event(site: Site, host: str, kind: str, limit: float, vm: Vm):
