@@ -7,14 +7,19 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test lab deps venv lint clean
+.PHONY: test lab lab-smoke deps venv lint clean
 
 test: deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lab: deps
-	$(BIN)/provisiond lab
+	$(BIN)/provisiond lab $(LAB_ARGS)
+
+# One BIOS and one UEFI VM, powered on over IPMI, PXE-boot to their installer (a few minutes;
+# also part of `make test`).
+lab-smoke: deps
+	$(BIN)/pytest tests/lab/test_lab_smoke.py $(PYTEST_ARGS)
 
 # Debian packages (one list per concern in deps/apt/), then the virtualenv.
 deps: $(STAMP)

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from provisiond.errors import UserError
+from provisiond.roles.openstack import OpenStackSettings
 from provisiond.roles.settings import AgentSettings, GlusterSettings
 
 ROLES = ("compute", "controller")
@@ -203,6 +204,7 @@ class Site(_Model):
     mirrors: dict[str, str] = Field(default_factory=dict)
     gluster: GlusterSettings = Field(default_factory=GlusterSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    openstack: OpenStackSettings | None = None  # None: GlusterFS only, no OpenStack parts
     install: str = "installer"  # the nodes' default install method
 
     @field_validator("install", mode="before")

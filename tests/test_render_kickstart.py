@@ -54,7 +54,7 @@ def parse(text: str) -> KickstartParser:
 @pytest.mark.parametrize("with_server", [False, True])
 def test_ksvalidator_accepts_every_layout(rocky, tmp_path, host, with_server):
     ksvalidator = str(Path(sys.executable).parent / "ksvalidator")  # pykickstart, a test extra
-    server = ServerInfo("http://10.213.0.1:8080", "t0ken") if with_server else None
+    server = ServerInfo("http://10.213.0.1:8080", "t0ken", "ag3nt") if with_server else None
     path = tmp_path / f"{host}.ks"
     path.write_text(Renderer(rocky).kickstart(rocky.node(host), server))
     result = subprocess.run([ksvalidator, "-v", "RHEL9", str(path)], capture_output=True, text=True, timeout=60)

@@ -44,6 +44,10 @@ def write_atomically(path: str, content: bytes, mode: str | None, uid: int, gid:
     directory = os.path.dirname(path) or "/"
     os.makedirs(directory, exist_ok=True)
     existing_mode = stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else 0o644
+    if os.path.exists(path):  # a rewrite keeps the owner and group (packaged configs are root:nova 0640)
+        info = os.stat(path)
+        uid = info.st_uid if uid == -1 else uid
+        gid = info.st_gid if gid == -1 else gid
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".provisiond-agent.")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -1,31 +1,154 @@
-"""`provisiond lab`: the virtual lab (filled by the lab issue)."""
+"""`provisiond lab [up|down]`: the virtual lab on this machine (docs/lab.md).
+
+    provisiond lab [--computes N] [--firmware [HOST=]bios|uefi]... [--install image|preseed]
+                   [--until STATE] [--timeout SECONDS] [--down-after]
+    provisiond lab down
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
-LAB_PLAN = """\
-provisiond lab: not built yet.
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-Once the lab lands, this command will, on this one machine:
-  1. create an isolated bridge without uplink (no route to any real network),
-  2. start provisiond on it (DHCP, TFTP, HTTP) with the embedded default inventory:
-     one controller and compute nodes, each a QEMU virtual machine with a virtual BMC,
-  3. power every node on over IPMI with a one-time PXE boot,
-  4. let each node PXE boot, install from its rendered kickstart/preseed and run the agent,
-  5. show every node's progress until all are ready (or say which failed and why),
-  6. remove the bridge, the VMs and the BMCs it created when you stop it.
+from provisiond.lab.plan import INSTALL_METHODS, lab_nodes
+from provisiond.lab.ports import free_udp_ports
+from provisiond.lifecycle import State
 
-What works today: `provisiond --inventory FILE check` and
-`provisiond --inventory FILE render kickstart|preseed HOST`.
-"""
+UNTIL = ("pxe", "installing", "installed", "ready")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("lab", help="run the virtual PXE lab (not built yet)")
+    parser = commands.add_parser(
+        "lab", help="the virtual PXE lab: QEMU nodes behind virtual BMCs, installed by provisiond",
+        description="Build a lab network (a namespace with a bridge, no uplink), one QEMU VM and "
+        "virtual BMC per node, run `provisiond serve` on the bridge and `provisiond provision "
+        "--all` over IPMI, show every node until it is ready or failed, then a report. The lab "
+        "stays up until Ctrl-C or `provisiond lab down`, which remove everything it made.",
+    )
+    parser.add_argument("action", nargs="?", choices=("up", "down", "snapshot", "restore"),
+                        default="up",
+                        help="up (default); down (stop every running lab, remove leftovers); "
+                        "snapshot / restore every node's disk and NVRAM and provisiond's store "
+                        "of the running lab")
+    parser.add_argument("--name", default="installed",
+                        help="snapshot name for snapshot/restore (default installed)")
+    parser.add_argument("--pid", type=int,
+                        help="the lab to act on (down: only this one; snapshot/restore: needed "
+                        "when several run)")
+    parser.add_argument("--computes", type=int, default=2, metavar="N",
+                        help="compute nodes besides the controller (default 2)")
+    parser.add_argument("--firmware", action="append", default=[], metavar="[HOST=]bios|uefi",
+                        help="firmware of every node, or of one (repeatable); the default lab "
+                        "mixes BIOS and UEFI")
+    parser.add_argument("--install", choices=tuple(INSTALL_METHODS), default="image",
+                        help="image (default: the root image, fast) or preseed (the Debian installer)")
+    parser.add_argument("--until", choices=UNTIL, default="ready",
+                        help="the state every node must reach (default ready)")
+    parser.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                        help="bound on the whole run after power-on (default 3600)")
+    parser.add_argument("--workdir", type=Path, metavar="DIR",
+                        help="where disks, logs and state go (default /var/tmp/provisiond-lab/PID)")
+    parser.add_argument("--down-after", action="store_true",
+                        help="remove the lab after the report instead of keeping it up")
     parser.set_defaults(func=run_lab)
 
 
+def _report_table(rows: list[dict]) -> Table:
+    table = Table(title="lab report", title_justify="left")
+    for column in ("node", "role", "firmware", "state", "phases (s)", "facts / reason"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        phases = ", ".join(f"{name} {seconds:.0f}" for name, seconds in row["phases"].items())
+        if row["deploy"]:
+            phases += " (deploy: " + ", ".join(f"{name} {seconds:.0f}"
+                                                for name, seconds in row["deploy"].items()) + ")"
+        facts = row["reason"] or "; ".join(f"{kind}: {detail}" for kind, detail in row["facts"].items())
+        colour = "green" if row["state"] == "ready" else "red" if row["state"] == "failed" else "yellow"
+        table.add_row(row["node"], row["role"], row["firmware"], f"[{colour}]{row['state']}[/]",
+                      escape(phases or "-"), escape(facts or "-"))
+    return table
+
+
+def _snapshot_or_restore(args: argparse.Namespace, record: dict) -> int:
+    from provisiond.lab.snapshot import restore_lab, snapshot_lab
+
+    workdir = Path(record["workdir"])
+    hosts = list(record["nodes"])
+    globals_ = ["--inventory", str(workdir / "inventory.yaml"), "--state-dir", str(workdir / "state"),
+                "--config", str(workdir / "provisiond.toml")]
+    if args.action == "snapshot":
+        done = snapshot_lab(workdir, hosts, args.name)
+        for host, how in done.items():
+            print(f"{host}: disk and NVRAM saved as {args.name!r} ({how})")
+        print(f"provisiond's store saved; restore with `provisiond lab restore --name {args.name}`")
+        return 0
+    restore_lab(workdir, hosts, args.name)
+    print(f"{len(hosts)} node(s) and provisiond's store are back at {args.name!r}; nodes are off")
+    power = subprocess.run([sys.executable, "-m", "provisiond", *globals_, "power", "--all", "on"],
+                           capture_output=True, text=True, timeout=300, check=False)
+    print(power.stdout, end="")
+    print(f"follow them: provisiond {' '.join(globals_)} watch")
+    return power.returncode
+
+
 def run_lab(args: argparse.Namespace) -> int:
-    print(LAB_PLAN, end="")
-    return 2
+    from provisiond.lab.orchestrator import (
+        RUN_ROOT,
+        Lab,
+        LabInterrupted,
+        down_recorded,
+        find_lab,
+    )
+
+    if args.action == "down":
+        stopped = down_recorded(pid=args.pid)
+        print(f"provisiond lab down: {stopped} lab(s) stopped; nothing of them is left")
+        return 0
+    if args.action in ("snapshot", "restore"):
+        return _snapshot_or_restore(args, find_lab(args.pid))
+    nodes = lab_nodes(args.computes, args.firmware,
+                      bmc_base_port=free_udp_ports(args.computes + 1))
+    workdir = args.workdir or RUN_ROOT / str(os.getpid())
+    lab = Lab(nodes, args.install, workdir, out=lambda line: print(line, flush=True))
+    stop = threading.Event()
+    owner = os.getpid()
+
+    def interrupted(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:  # a forked helper (pyroute2's netns worker): not the lab
+            os._exit(128 + signum)
+        stop.set()
+        raise LabInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        lab.up()
+        lab.provision()
+        ok = lab.watch(until=State(args.until), timeout=args.timeout)
+        rows = lab.report()
+        console = Console() if Console().is_terminal else Console(width=200)
+        console.print(_report_table(rows))
+        print(f"report: {workdir / 'report.json'}", flush=True)
+        if not args.down_after:
+            print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it", flush=True)
+            while not stop.wait(3600):
+                pass
+        return 0 if ok else 1
+    except LabInterrupted as exc:
+        print(f"provisiond lab: {exc} received, removing the lab", flush=True)
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up
+        lab.down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("provisiond lab: removed (network, BMCs, VMs, serve)", flush=True)

@@ -11,6 +11,9 @@ from provisiond.roles.generate import ROLE_PARTS, generate_manifest
 from provisiond.roles.schema import STEP_KINDS, Manifest, ManifestError, validate_step
 from provisiond.roles.secrets import SECRET_SCOPES, mask_secrets, resolve_secrets, secret_names
 
+# Role modules that add parts, template context and secrets to the roles when imported.
+from provisiond.roles import openstack  # noqa: F401  isort: skip
+
 __all__ = [
     "ROLE_PARTS",
     "SECRET_SCOPES",

@@ -4,11 +4,13 @@ A role is an ordered list of parts (ROLE_PARTS); each part is `manifests/<part>.
 renders to a YAML list of steps (possibly empty: a part decides from its context whether this
 node needs it). The caller passes the Jinja2 environment, so this module reads no files and an
 operator's template of the same name wins, as with kickstarts. Other role modules (OpenStack)
-append their parts to ROLE_PARTS and their names to PACKAGE_NAMES.
+append their parts to ROLE_PARTS, their names to PACKAGE_NAMES and their own template context
+(computed from the inventory like the GlusterFS plan) to CONTEXT_PROVIDERS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -22,6 +24,9 @@ ROLE_PARTS: dict[str, list[str]] = {
     "compute": ["layout", "gluster-server", "gluster-volume", "gluster-mount"],
     "controller": ["layout", "gluster-server", "gluster-volume", "gluster-mount"],
 }
+
+# More template context from other role modules: name -> f(inventory, node, os_family).
+CONTEXT_PROVIDERS: dict[str, Callable[[Any, Any, str], Any]] = {}
 
 # Generic package name -> the name in each OS family.
 PACKAGE_NAMES: dict[str, dict[str, str]] = {
@@ -45,6 +50,7 @@ def template_context(inventory: Any, node: Any, server_url: str) -> dict[str, An
     roles = {item.hostname: item.role for item in inventory.nodes}
     site = inventory.site
     return {
+        **{name: provide(inventory, node, os_family) for name, provide in CONTEXT_PROVIDERS.items()},
         "node": node,
         "site": site,
         "role": node.role,

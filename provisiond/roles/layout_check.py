@@ -66,7 +66,10 @@ def check_layout(layout: Layout, facts: dict[str, Any]) -> list[str]:
     vgs = {row["vg_name"] for row in _report_rows(facts, "vgs", "vg")}
     lvs = {(row["vg_name"], row["lv_name"]) for row in _report_rows(facts, "lvs", "lv")}
     mounts = _mounts(facts)
-    swaps = {(dev.get("name") or "") for dev in _block_devices(facts) if dev.get("fstype") == "swap"}
+    # Active swap shows as lsblk's mount point [SWAP] (from /proc/swaps); FSTYPE needs udev's
+    # database, which a node may lack.
+    swaps = {(dev.get("name") or "") for dev in _block_devices(facts)
+             if dev.get("fstype") == "swap" or "[SWAP]" in (dev.get("mountpoints") or [dev.get("mountpoint")])}
 
     def check_mount(path: str, fstype: str, what: str) -> None:
         expected = FSTYPE_NAMES.get(fstype, fstype)

@@ -26,6 +26,7 @@ nodes:
   - {hostname: ctl, mac: "52:54:00:15:00:10", role: controller, ip: 10.213.0.10, disk: {device: vda, size: 80G}}
   - {hostname: c1, mac: "52:54:00:15:00:11", role: compute, ip: 10.213.0.11, disk: {device: vda, size: 40GiB}}
   - {hostname: c2, mac: "52:54:00:15:00:12", role: compute, ip: 10.213.0.12, disk: {device: vda, size: 40GiB}}
+  - {hostname: r1, mac: "52:54:00:15:00:13", role: compute, ip: 10.213.0.13, os: rocky9}
 """
 SECRET_PART = """\
 - {id: db.url, kind: ini, title: Database URL, path: /etc/x/x.conf, section: database, option: connection,
@@ -87,6 +88,11 @@ def test_the_credential_is_not_the_install_token_and_is_in_the_install_pages(sit
            "http://10.213.0.1:8080/agent/provisiond-agent.pyz" in preseed
     assert "in-target systemctl enable provisiond-agent.service" in preseed
     assert store.agent_credential("c2") not in preseed
+    kickstart = client.get("/ks/r1", headers=operator).get_data(as_text=True)
+    post = kickstart.split("%post --log=/root/provisiond-post.log", 1)[1].split("%end", 1)[0]
+    assert "curl --fail --silent --show-error --max-time 60 -o /usr/local/lib/provisiond-agent/provisiond-agent.pyz" in post
+    assert f"printf '%s\\n' {store.agent_credential('r1')} > /etc/provisiond/agent.credential" in post
+    assert "systemctl enable provisiond-agent.service" in post
 
 
 def test_a_nodes_manifest_holds_only_its_roles_secrets_resolved_and_render_masks_them(site, client, monkeypatch):
@@ -230,6 +236,13 @@ def test_layout_endpoint_names_what_is_missing(site, client):
              "lvs": {"report": [{"lv": []}]}, "findmnt": {"filesystems": []}}
     reply = client.post("/api/v1/nodes/c1/layout", headers=auth, json=facts).json
     assert any(p.startswith("volume group vg_gluster is missing") for p in reply["problems"])
+    real = json.loads((Path(__file__).parent / "data" / "compute-vda-40GiB-no-vg_gluster.json").read_text())
+    reply = client.post("/api/v1/nodes/c1/layout", headers=auth, json=real).json  # c1: 40 GiB on vda
+    assert reply["problems"] == ["volume group vg_gluster is missing (the compute model puts it on vda3; "
+                                 "found: vg_base)"]
+    whole = json.loads((Path(__file__).parent / "data" / "compute-vda-40GiB.json").read_text())
+    assert client.post("/api/v1/nodes/c1/layout", headers=auth, json=whole).json["problems"] == []
+    assert store.events(hostname="c1")[-1].detail == {"ok": True, "problems": []}
     bad = client.post("/api/v1/nodes/c1/layout", headers=auth, json={"lsblk": {}})
     assert bad.status_code == 400 and "layout check of c1" in bad.json["detail"]
 
@@ -244,3 +257,25 @@ def test_the_zipapp_runs_with_a_plain_python(site, client, tmp_path):
     assert out.returncode == 0 and out.stdout.startswith("provisiond-agent ")
     unit = client.get("/agent/provisiond-agent.service").get_data(as_text=True)
     assert "After=network-online.target" in unit and "ConditionPathExists=!/var/lib/provisiond-agent/done" in unit
+
+
+def test_status_shows_the_step_n_of_m_and_what_a_barrier_waits_for(site, client, capsys):
+    from provisiond.cli import main
+
+    _, store, config = site
+    installed(store, "ctl")
+    auth = bearer(store.agent_credential("ctl"))
+    client.post("/api/v1/nodes/ctl/agent-events", headers=auth, json={"status": "run-started", "count": 14})
+    client.post("/api/v1/nodes/ctl/agent-events", headers=auth, json={
+        "status": "started", "step": "gluster.wait-bricks", "title": "Wait", "kind": "barrier", "index": 6,
+        "count": 14})
+    client.post("/api/v1/nodes/ctl/barrier", headers=auth, json={"fact": "gluster-brick-ready", "nodes": ["c1", "c2"]})
+    code = main(["--inventory", str(config.inventory), "--state-dir", str(config.state_dir), "status", "--json"])
+    shown = {n["hostname"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}["ctl"]
+    assert code == 0 and shown["state"] == "configuring"
+    from provisiond.cli.status_cmds import agent_step
+
+    assert agent_step(shown) == "6/14 gluster.wait-bricks (started), waiting for gluster-brick-ready from c1, c2"
+    assert main(["--inventory", str(config.inventory), "--state-dir", str(config.state_dir), "status"]) == 0
+    table = capsys.readouterr().out
+    assert "6/14" in table and "gluster.wait-bricks" in table

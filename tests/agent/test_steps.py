@@ -5,6 +5,7 @@ real Flask app (a requests transport into the WSGI app, no network)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,19 @@ def test_ini_sets_one_option_keeping_the_rest(tmp_path: Path):
                mode="0600")
     assert apply(new, ctx).changed and (tmp_path / "new.conf").read_text() == "[database]\nconnection = x\n"
     assert oct((tmp_path / "new.conf").stat().st_mode)[-3:] == "600"
+
+
+def test_ini_keeps_the_owner_group_and_mode_of_the_file_it_rewrites(tmp_path: Path):
+    # Debian's /etc/keystone/keystone.conf is root:keystone 0640: a rewrite owned by root:root
+    # leaves the service unable to read its own configuration.
+    path = tmp_path / "keystone.conf"
+    path.write_text("[database]\nconnection = old\n")
+    os.chown(path, 0, 4242)
+    path.chmod(0o640)
+    s = step(kind="ini", path=str(path), section="database", option="connection", value="new")
+    assert apply(s, make_ctx(tmp_path)).changed
+    info = path.stat()
+    assert (info.st_uid, info.st_gid, oct(info.st_mode)[-3:]) == (0, 4242, "640")
 
 
 # -- command ---------------------------------------------------------------------------------
@@ -361,3 +375,18 @@ def test_barrier_met_after_the_fact_arrives(tmp_path: Path, api):
     outcome = apply(step(kind="barrier", fact="gluster-volume-ready", nodes=["c2"]), ctx)
     assert not outcome.changed and outcome.message == "gluster-volume-ready: reported by all of c2"
     assert progress == ["waiting for gluster-volume-ready from c2"]
+
+
+def test_layout_step_sends_this_machines_real_facts_and_fails_naming_what_is_missing(tmp_path: Path, api):
+    """This host has no LVM volumes: the compute model's volume groups are named as missing."""
+    for program in ("lsblk", "vgs", "lvs", "findmnt"):
+        require_program(program)
+    app, store = api
+    ctx = make_ctx(tmp_path, client=agent_client(app, store, "c1"))
+    with pytest.raises(StepFailed) as failed:
+        apply(step(kind="layout"), ctx)
+    assert failed.value.message.startswith("the disk layout does not match the storage model: ")
+    assert "volume group vg_base is missing" in failed.value.message
+    assert "volume group vg_gluster is missing" in failed.value.message
+    event = [e for e in store.events(hostname="c1") if e.kind == "agent:layout"][-1]
+    assert event.detail["ok"] is False

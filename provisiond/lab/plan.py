@@ -1,0 +1,124 @@
+"""What a lab consists of, as plain data: its nodes, their inventory, the phases a node went
+through. No I/O here; provisiond.lab.orchestrator builds and runs the lab from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from provisiond.errors import UserError
+from provisiond.lab.machine import FIRMWARES
+
+SITE_NETWORK = "10.213.0.0/24"
+SERVER = "10.213.0.1"
+DISK_GIB = 30  # sparse qcow2; the controller and compute layouts need about 26 GiB
+INSTALL_METHODS = {"image": "image", "preseed": "installer"}  # lab option -> inventory value
+MAX_COMPUTES = 40
+
+
+@dataclass(frozen=True)
+class LabNode:
+    hostname: str
+    role: str
+    ip: str
+    mac: str
+    firmware: str
+    memory_mib: int
+    bmc_port: int
+
+
+def parse_firmware_choices(values: Sequence[str], hostnames: Sequence[str]) -> dict[str, str]:
+    """`--firmware uefi` (every node) or `--firmware compute1=uefi` (one node), repeatable;
+    later values win. Returns {hostname: firmware} for the nodes named (or all)."""
+    chosen: dict[str, str] = {}
+    for value in values:
+        host, _, firmware = value.rpartition("=")
+        if firmware not in FIRMWARES:
+            raise UserError(f"--firmware {value!r}: firmware must be one of {', '.join(FIRMWARES)} "
+                            "(e.g. --firmware uefi or --firmware compute1=uefi)")
+        if host and host not in hostnames:
+            raise UserError(f"--firmware {value!r}: no lab node {host!r} (nodes: {', '.join(hostnames)})")
+        for name in [host] if host else hostnames:
+            chosen[name] = firmware
+    return chosen
+
+
+def lab_nodes(computes: int = 2, firmware: Sequence[str] = (), bmc_base_port: int = 16230,
+              controller_mib: int = 2048, compute_mib: int = 1024) -> list[LabNode]:
+    """One controller and `computes` compute nodes. Firmware: the default lab mixes them
+    (every other node UEFI, starting with compute1); `firmware` choices override."""
+    if not 0 <= computes <= MAX_COMPUTES:
+        raise UserError(f"--computes {computes}: use 0 to {MAX_COMPUTES}")
+    names = ["controller", *(f"compute{i}" for i in range(1, computes + 1))]
+    chosen = parse_firmware_choices(firmware, names)
+    nodes = []
+    for index, name in enumerate(names):
+        role = "controller" if index == 0 else "compute"
+        nodes.append(LabNode(
+            hostname=name, role=role, ip=f"10.213.0.{10 + index}",
+            mac=f"52:54:00:13:00:{0x10 + index:02x}",
+            firmware=chosen.get(name, "uefi" if index % 2 else "bios"),
+            memory_mib=controller_mib if role == "controller" else compute_mib,
+            bmc_port=bmc_base_port + index,
+        ))
+    return nodes
+
+
+def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | None,
+                   mirror: str | None = None) -> str:
+    """The lab's inventory: the site network on the lab bridge, each node with its BMC
+    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`)."""
+    if install not in INSTALL_METHODS:
+        raise UserError(f"--install {install!r}: use one of {', '.join(INSTALL_METHODS)}")
+    lines = [
+        "# Written by `provisiond lab`: the virtual lab's inventory.",
+        "site:",
+        "  name: lab",
+        "  domain: lab.example",
+        f"  network: {SITE_NETWORK}",
+        f"  gateway: {SERVER}",
+        f"  server: {SERVER}",
+        f"  dns: [{SERVER}]",
+        "  os: debian12",
+    ]
+    if install == "image":
+        lines.append("  install: image")
+    if mirror:
+        lines += ["  mirrors:", f"    debian12: {mirror}"]
+    lines.append("nodes:")
+    for node in nodes:
+        lines += [
+            f"  - hostname: {node.hostname}",
+            f"    role: {node.role}",
+            f"    mac: '{node.mac}'",
+            f"    ip: {node.ip}",
+            f"    firmware: {node.firmware}",
+            f"    disk: {{device: vda, size: {DISK_GIB}GiB}}",
+        ]
+        if password_file is not None:
+            lines.append(f"    bmc: {{address: 127.0.0.1, port: {node.bmc_port}, username: admin, "
+                         f"password_file: {password_file}}}")
+    return "\n".join(lines) + "\n"
+
+
+# The states a node passes through, and what the time between two of them is called.
+PHASES = (
+    ("powering-on", "pxe", "power-on to PXE"),
+    ("pxe", "installing", "PXE to installer"),
+    ("installing", "installed", "install"),
+    ("installed", "configuring", "first boot"),
+    ("configuring", "ready", "agent steps"),
+)
+
+
+def phase_times(entered: dict[str, float]) -> dict[str, float]:
+    """Seconds per phase from the time each state was first entered (only phases whose two
+    ends were seen). A node going installed -> ready directly has no `configuring`: its
+    first boot and agent steps are reported as one "first boot + agent" phase."""
+    times = {}
+    for start, end, name in PHASES:
+        if start in entered and end in entered:
+            times[name] = entered[end] - entered[start]
+    if "configuring" not in entered and "installed" in entered and "ready" in entered:
+        times["first boot + agent"] = entered["ready"] - entered["installed"]
+    return times
