@@ -7,11 +7,15 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test lab lab-smoke deps venv lint clean
+.PHONY: test test-openstack lab lab-smoke deps venv lint clean
 
 test: deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The real OpenStack controller in a Debian 12 container (about 15 minutes; docs/openstack.md).
+test-openstack: deps
+	$(BIN)/pytest -m openstack -s tests/openstack $(PYTEST_ARGS)
 
 lab: deps
 	$(BIN)/provisiond lab $(LAB_ARGS)

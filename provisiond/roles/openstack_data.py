@@ -48,7 +48,7 @@ _COMMON_PATHS = {
     "libvirtd": "/etc/libvirt/libvirtd.conf",
     "qemu": "/etc/libvirt/qemu.conf",
 }
-_OWNERS = {"glance": "glance", "nova": "nova", "cinder": "cinder", "keystone": "keystone"}
+_OWNERS = {name: name for name in ("keystone", "glance", "placement", "nova", "neutron", "cinder")}
 
 # Debconf answers (owner, question, type, value); "{my_ip}" and "{volume_group}" are filled in
 # per node. Every "configure ..." question is answered false: the manifest is the one source

@@ -167,6 +167,8 @@ class Container:
     netns: str
     log_path: Path
     hostname: str = ""
+    # Root on a real node has CAP_NET_ADMIN (nftables, neutron); nspawn drops it unless asked.
+    capabilities: tuple[str, ...] = ("CAP_NET_ADMIN",)
     process: subprocess.Popen[bytes] | None = None
     init_pid: int = 0
 
@@ -177,7 +179,7 @@ class Container:
                 ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
                  f"--machine={self.name}", f"--hostname={self.hostname or self.name}",
                  f"--network-namespace-path=/run/netns/{self.netns}",
-                 *(f"--bind={bind}" for bind in binds)],
+                 *(f"--capability={cap}" for cap in self.capabilities), *(f"--bind={bind}" for bind in binds)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -271,11 +273,17 @@ def make_volume_group(container: Container, loop: LoopDevice, name: str) -> None
 
 @contextlib.contextmanager
 def booted(name: str, lowers: Sequence[Path], workdir: Path, netns: str, timings: Timings,
-           binds: Sequence[str] = (), hostname: str = "") -> Iterator[Container]:
-    """A booted container over `lowers` with its writes in `workdir`; removed on exit."""
+           binds: Sequence[str] = (), hostname: str = "", files: dict[str, str] | None = None) -> Iterator[Container]:
+    """A booted container over `lowers` with its writes in `workdir`; removed on exit. `files`
+    (path -> content) are written into the root before it boots (what an installer leaves,
+    e.g. /etc/hostname and /etc/hosts)."""
     container = Container(name, workdir / "root", netns, workdir / "nspawn.log", hostname)
     try:
-        with overlay(lowers, workdir / "upper", workdir / "work", workdir / "root"):
+        with overlay(lowers, workdir / "upper", workdir / "work", workdir / "root") as root:
+            for path, content in (files or {}).items():
+                target = root / path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
             try:
                 with timings.phase("container boot"):
                     container.boot(binds=binds)
@@ -284,6 +292,7 @@ def booted(name: str, lowers: Sequence[Path], workdir: Path, netns: str, timings
                 with timings.phase("container stop"):
                     container.stop()
     finally:
-        _remove_tree(workdir / "upper")
-        _remove_tree(workdir / "work")
-        _remove_tree(workdir / "root")
+        with timings.phase("container removal (its writes)"):
+            _remove_tree(workdir / "upper")
+            _remove_tree(workdir / "work")
+            _remove_tree(workdir / "root")

@@ -121,6 +121,12 @@ def test_database_urls_point_every_service_at_the_controller(site):
         assert f"CREATE DATABASE IF NOT EXISTS {database};" in step["shell"]
         assert f"TO '{user}'@'%'" in step["shell"] and step["env"] == {"DB_PASSWORD": f"${{secret:{user}-db}}"}
         assert "$DB_PASSWORD" in step["shell"] and "secret:" not in step["shell"]
+    # Schemas are made as each service's user (the manage commands write the service's own log).
+    for step_id, user in (("keystone.db-sync", "keystone"), ("nova.api-db-sync", "nova"), ("nova.map-cell0", "nova"),
+                          ("glance.db-sync", "glance"), ("neutron.db-sync", "neutron"), ("cinder.db-sync", "cinder"),
+                          ("placement.db-sync", "placement")):
+        assert steps(manifest)[step_id]["argv"][:4] == ["runuser", "-u", user, "--"], step_id
+    assert steps(manifest)["keystone.bootstrap"]["shell"].startswith("runuser -u keystone -- keystone-manage bootstrap ")
     # MariaDB listens where the URLs point.
     assert f"bind-address = {CONTROLLER_IP}\n" in steps(manifest)["openstack.mariadb-config"]["content"]
 
