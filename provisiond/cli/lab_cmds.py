@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +23,9 @@ from rich.table import Table
 from provisiond.lab.plan import INSTALL_METHODS, lab_nodes
 from provisiond.lab.ports import free_udp_ports
 from provisiond.lifecycle import State
+
+if TYPE_CHECKING:
+    from provisiond.lab.orchestrator import Lab
 
 UNTIL = ("pxe", "installing", "installed", "ready")
 
@@ -100,6 +104,13 @@ def _snapshot_or_restore(args: argparse.Namespace, record: dict) -> int:
     return power.returncode
 
 
+def _print_report(lab: Lab, workdir: Path) -> None:
+    rows = lab.report()
+    console = Console() if Console().is_terminal else Console(width=200)
+    console.print(_report_table(rows))
+    print(f"report: {workdir / 'report.json'}", flush=True)
+
+
 def run_lab(args: argparse.Namespace) -> int:
     from provisiond.lab.orchestrator import (
         RUN_ROOT,
@@ -133,10 +144,7 @@ def run_lab(args: argparse.Namespace) -> int:
         lab.up()
         lab.provision()
         ok = lab.watch(until=State(args.until), timeout=args.timeout)
-        rows = lab.report()
-        console = Console() if Console().is_terminal else Console(width=200)
-        console.print(_report_table(rows))
-        print(f"report: {workdir / 'report.json'}", flush=True)
+        _print_report(lab, workdir)
         if not args.down_after:
             print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it", flush=True)
             while not stop.wait(3600):
@@ -144,6 +152,8 @@ def run_lab(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     except LabInterrupted as exc:
         print(f"provisiond lab: {exc} received, removing the lab", flush=True)
+        if lab.provisioned_at is not None and not lab.reported:
+            _print_report(lab, workdir)  # how far each node got, and how long each phase took
         return 130
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -348,17 +348,15 @@ class QemuMachine:
                 self.qmp("system_reset")
 
     def status(self) -> str:
-        """`off`, or QEMU's run state (`running`, `paused`, `shutdown`, ...)."""
+        """`off`, or QEMU's run state over QMP (`running`, `paused`, ...). Also works on a
+        handle for a VM that another process (its BMC) started."""
         with self._lock:
-            if not self.running():
+            if self.process is not None and self.process.poll() is not None:
+                return "off"
+            if not self.qmp_socket.exists():
                 return "off"
             try:
                 answer = self.qmp("query-status", timeout=3)
             except MachineError:
-                return "unresponsive"
+                return "unresponsive" if self.running() else "off"
             return str(answer.get("status", "unknown")) if isinstance(answer, dict) else "unknown"
-
-    @property
-    def pid(self) -> int | None:
-        with self._lock:
-            return self.process.pid if self.running() and self.process else None

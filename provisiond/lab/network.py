@@ -17,8 +17,6 @@ import errno
 import os
 import re
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
@@ -128,12 +126,6 @@ class LabNetwork:
 
     def __exit__(self, *exc_info: object) -> None:
         self.remove()
-
-
-@contextmanager
-def lab_network(address: str = "10.213.0.1/24", tag: str = "") -> Iterator[LabNetwork]:
-    with LabNetwork(IPv4Interface(address), tag=tag) as network:
-        yield network
 
 
 def lab_namespaces() -> list[tuple[str, int]]:

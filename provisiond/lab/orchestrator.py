@@ -68,6 +68,7 @@ class Lab:
         self.serve: subprocess.Popen[bytes] | None = None
         self.started = time.monotonic()
         self.provisioned_at: float | None = None
+        self.reported = False
         self.progress = {node.hostname: NodeProgress(node) for node in nodes}
 
     # -- files -----------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Lab:
             raise UserError(f"provisiond provision --all failed ({result.returncode}):\n"
                             f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
-    def _poll(self, store: Store) -> None:
+    def _poll(self, store: Store, quiet: bool = False) -> None:
         since = self.provisioned_at or 0
         for hostname, progress in self.progress.items():
             record = store.node(hostname)
@@ -222,7 +223,10 @@ class Lab:
                     continue
                 kind = event.kind
                 if kind.startswith("state:"):
-                    progress.entered.setdefault(kind.split(":", 1)[1], event.ts)
+                    state = kind.split(":", 1)[1]
+                    if state not in progress.entered and not quiet:  # every state, even one
+                        self._say(f"{hostname}: {state}")             # passed between two polls
+                    progress.entered.setdefault(state, event.ts)
                 elif kind.startswith("deploy:"):  # the image method's phases, started/done
                     phase = kind.split(":", 1)[1]
                     if event.detail.get("status") == "started":
@@ -240,8 +244,8 @@ class Lab:
             if record.state != progress.state:
                 progress.state = str(record.state)
                 progress.reason = record.reason
-                how = f" ({record.reason})" if record.reason else ""
-                self._say(f"{hostname}: {record.state}{how}")
+                if record.reason and not quiet:
+                    self._say(f"{hostname}: {record.state} ({record.reason})")
 
     def watch(self, until: State = State.READY, timeout: float = 3600.0,
               poll: float = 2.0) -> bool:
@@ -281,7 +285,15 @@ class Lab:
         return ok
 
     def report(self) -> list[dict[str, object]]:
-        """Per node: final state, reason, time per phase, facts the agent reported."""
+        """Per node: final state, reason, time per phase, facts the agent reported (read from
+        the store again, so a report after an interrupt shows how far each node got)."""
+        if self.state_dir.exists():
+            store = Store.in_state_dir(self.state_dir)
+            try:
+                self._poll(store, quiet=True)
+            finally:
+                store.close()
+        self.reported = True
         rows = []
         for hostname, progress in self.progress.items():
             rows.append({

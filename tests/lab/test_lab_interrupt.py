@@ -72,6 +72,7 @@ def test_stopping_a_running_lab_leaves_nothing(tmp_path: Path, how: str) -> None
             lab.kill()
             lab.wait(10)
     assert "provisiond lab: removed" in log.read_text()
+    assert "lab report" in log.read_text()  # every stop after power-on: how far each node got
     assert record["netns"] not in [name for name, _ in lab_namespaces()]
     host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert not any(tap in host_links for tap in taps)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from lab_helpers import PASSWORD, USER, ipmitool, qemu_pids, vms_behind_bmcs, wait_for_file_text
 
+from provisiond.lab.machine import MachineSpec, QemuMachine
 from provisiond.power.base import BmcTarget
 from provisiond.power.ipmi import IpmiDriver
 
@@ -29,7 +30,10 @@ def test_ipmitool_and_the_driver_power_a_bios_vm_and_pxe_is_one_time(tmp_path: P
         assert ipmitool(port, "chassis", "bootdev", "pxe", password_file=password_file).returncode == 0
         on = ipmitool(port, "chassis", "power", "on", password_file=password_file)
         assert on.returncode == 0, on.stderr
-        assert len(qemu_pids(vm["name"])) == 1
+        assert len(qemu_pids(vm["workdir"])) == 1
+        # QMP agrees: a handle on the VM's directory reaches the QEMU its BMC started.
+        handle = QemuMachine(MachineSpec(vm["name"], vm["mac"], vm["tap"]), Path(vm["workdir"]))
+        assert handle.status() == "running"
         driver = IpmiDriver(BmcTarget("vm", "127.0.0.1", port, USER, PASSWORD), timeout=10)
         try:
             assert driver.status() == "on"
@@ -48,7 +52,7 @@ def test_ipmitool_and_the_driver_power_a_bios_vm_and_pxe_is_one_time(tmp_path: P
             assert after.index("Booting from") == after.find("Booting from Hard Disk")
             driver.off()
             assert driver.status() == "off"
-            assert qemu_pids(vm["name"]) == []
+            assert qemu_pids(vm["workdir"]) == []
         finally:
             driver.close()
         assert "boots from network (one-time, bios)" in bmcs.output()
@@ -60,11 +64,11 @@ def test_killing_the_bmc_process_takes_its_vms_with_it(tmp_path: Path) -> None:
         vm = machines[0]
         password_file = tmp_path / "bmc.pass"
         assert ipmitool(vm["port"], "chassis", "power", "on", password_file=password_file).returncode == 0
-        assert len(qemu_pids(vm["name"])) == 1
+        assert len(qemu_pids(vm["workdir"])) == 1
         assert Path(vm["workdir"], "OVMF_VARS.fd").stat().st_size > 0  # a private NVRAM copy
         os.kill(bmcs.pid, signal.SIGKILL)
         bmcs.process.wait(10)
         deadline = time.monotonic() + 20
-        while qemu_pids(vm["name"]) and time.monotonic() < deadline:
+        while qemu_pids(vm["workdir"]) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert qemu_pids(vm["name"]) == []
+        assert qemu_pids(vm["workdir"]) == []
