@@ -23,6 +23,9 @@ MKFS = {
 }
 FSTAB_TYPE = {"efi": "vfat"}
 FSTAB_OPTIONS = {"/": "errors=remount-ro", "/boot/efi": "umask=0077"}
+# systemd waits 90 s for each fstab device by default; slow first boots (several TCG guests
+# on shared cores: udev's coldplug took 173 s in the lab) dropped to emergency mode.
+DEVICE_TIMEOUT = "x-systemd.device-timeout=600s"
 
 
 def _q(value: str) -> str:
@@ -142,11 +145,11 @@ def render_layout_script(layout: Layout, hostname: str) -> str:
               f"# provisiond: {layout.role} layout on {layout.device}, by UUID"]
     for device, mount, fstype in _mounts(layout):
         passno = 1 if mount in ("/", "/boot/efi") else 2
-        options = FSTAB_OPTIONS.get(mount, "defaults")
+        options = f"{FSTAB_OPTIONS.get(mount, 'defaults')},{DEVICE_TIMEOUT}"
         lines.append(f"UUID=$(uuid {device}) {mount} {FSTAB_TYPE.get(fstype, fstype)} {options} 0 {passno}")
     for vg in layout.volume_groups:
         for lv in vg.logical_volumes:
             if lv.is_swap:
-                lines.append(f"UUID=$(uuid {_lv_device(vg.name, lv)}) none swap sw 0 0")
+                lines.append(f"UUID=$(uuid {_lv_device(vg.name, lv)}) none swap sw,{DEVICE_TIMEOUT} 0 0")
     lines += ["EOF", 'step "done"', ""]
     return "\n".join(lines)

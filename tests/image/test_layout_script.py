@@ -210,6 +210,7 @@ def test_fstab_by_uuid_mounts_every_file_system(inventory, tmp_path, host):
     else:
         assert "/boot/efi" not in by_mount
     assert len(rows) == len(by_mount)
+    assert all("x-systemd.device-timeout=600s" in row[3].split(",") for row in rows)  # slow first boots
 
 
 def test_esp_on_gpt_and_boot_flag_on_msdos(inventory):
