@@ -26,16 +26,24 @@ class Runner:
         self.journal = journal
         self.client = client
         self.out = out
+        # Secret values of this manifest: never printed, reported or journaled.
+        self.mask = sorted((v for v in manifest.get("mask", []) if v), key=len, reverse=True)
+
+    def _clean(self, text: str) -> str:
+        for value in self.mask:
+            text = text.replace(value, "********")
+        return text
 
     def _say(self, index: int, step: dict[str, Any], status: str, message: str = "") -> None:
         text = f"[{index}/{len(self.steps)}] {status:8} {step['id']}: {step['title']}"
-        print(text + (f" -- {message}" if message else ""), file=self.out, flush=True)
+        print(self._clean(text + (f" -- {message}" if message else "")), file=self.out, flush=True)
 
     def _event(self, index: int, step: dict[str, Any], status: str, message: str = "", stderr: str = "") -> None:
         if self.ctx.dry_run:
             return
         self.client.event({"status": status, "step": step["id"], "title": step["title"], "kind": step["kind"],
-                           "index": index, "count": len(self.steps), "message": message, "stderr": stderr})
+                           "index": index, "count": len(self.steps), "message": self._clean(message),
+                           "stderr": self._clean(stderr)})
 
     def run(self) -> int:
         """0 when every step is ok/changed (in dry-run: when none would fail), else 1."""
@@ -58,7 +66,7 @@ class Runner:
                 self._say(index, step, "failed", exc.message + (f"\n{exc.stderr}" if exc.stderr else ""))
                 if self.ctx.dry_run:
                     continue
-                self.journal.record(step, "failed", exc.message)
+                self.journal.record(step, "failed", self._clean(exc.message))
                 self._event(index, step, "failed", exc.message, exc.stderr)
                 return 1
             except Exception as exc:  # a bug or an unexpected system error: report it, do not hang
@@ -67,13 +75,13 @@ class Runner:
                 self._say(index, step, "failed", message)
                 if self.ctx.dry_run:
                     continue
-                self.journal.record(step, "failed", message)
+                self.journal.record(step, "failed", self._clean(message))
                 self._event(index, step, "failed", message, traceback.format_exc()[-2000:])
                 return 1
             status = "changed" if outcome.changed else "ok"
             self._say(index, step, "would" if self.ctx.dry_run and outcome.changed else status, outcome.message)
             if not self.ctx.dry_run:
-                self.journal.record(step, status, outcome.message)
+                self.journal.record(step, status, self._clean(outcome.message))
                 self._event(index, step, status, outcome.message)
         if self.ctx.dry_run:
             return 1 if failures else 0

@@ -54,10 +54,14 @@ class ManifestService:
             raise UserError(str(exc)) from None
 
     def for_node(self, node: Node, server_url: str, secret_value: Any) -> dict[str, Any]:
-        """The manifest as the node gets it: `secret_value(name)` supplies each referenced secret."""
+        """The manifest as the node gets it: `secret_value(name)` supplies each referenced secret;
+        `mask` lists their values, which the agent never prints, reports or journals."""
         manifest = self.manifest(node, server_url)
         values = {name: secret_value(name) for name in secret_names(manifest)}
-        return resolve_secrets(manifest, values)
+        resolved = resolve_secrets(manifest, values)
+        if values:
+            resolved["mask"] = sorted(values.values())
+        return resolved
 
     def masked(self, node: Node, server_url: str) -> dict[str, Any]:
         return mask_secrets(self.manifest(node, server_url))

@@ -454,6 +454,11 @@ class Store:
             generation = conn.execute("SELECT generation FROM site_secrets WHERE name = ?", (name,)).fetchone()[0]
         return self._derive(f"site-secret:{name}:{generation}")[:32]
 
+    def site_secrets(self) -> dict[str, str]:
+        """Every site secret made so far, name -> value (masked in whatever agents report)."""
+        rows = self._conn().execute("SELECT name, generation FROM site_secrets").fetchall()
+        return {row[0]: self._derive(f"site-secret:{row[0]}:{row[1]}")[:32] for row in rows}
+
     def set_fact(self, hostname: str, name: str, value: Any) -> None:
         with self._tx() as conn:
             conn.execute(

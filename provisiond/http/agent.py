@@ -4,7 +4,7 @@ barriers and the layout check.
 Node endpoints take the node's **agent credential** (not the install token, which dies with
 the install): 401 without one, 403 with another node's. Nothing is read or changed before the
 credential is checked. Secrets are resolved only into the node's own manifest; events are
-stored with every secret value of that node's manifest masked.
+stored with every site secret's value masked.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import agent as agent_package
 from provisiond.errors import UserError
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import bearer_token, require_operator
-from provisiond.inventory import Node
 from provisiond.layouts import LayoutError, plan_layout
 from provisiond.lifecycle import Event, Source, State
 from provisiond.logs import log_event
 from provisiond.manifests import ManifestService
-from provisiond.roles import secret_names
 from provisiond.roles.barriers import evaluate_barrier
 from provisiond.roles.layout_check import LayoutFactsError, check_layout
 from provisiond.roles.schema import FACT_NAME
@@ -108,11 +106,6 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-def _secret_values(node: Node) -> dict[str, str]:
-    manifest = manifests().manifest(node, ctx().url_base())
-    return {name: ctx().store.site_secret(name) for name in secret_names(manifest)}
-
-
 def _masked(text: str, values: dict[str, str]) -> str:
     for value in sorted(values.values(), key=len, reverse=True):
         if value:
@@ -161,7 +154,7 @@ def agent_event(hostname: str) -> Response:
     if status not in AGENT_STATUSES:
         abort(400, description=f"status must be one of {', '.join(AGENT_STATUSES)}, got {status!r}")
     store = ctx().store
-    secrets = _secret_values(node)
+    secrets = store.site_secrets()
     detail = {key: _masked(str(body[key]), secrets) if isinstance(body[key], str) else body[key]
               for key in ("step", "title", "kind", "index", "count", "message", "stderr")
               if body.get(key) not in (None, "")}

@@ -59,7 +59,9 @@ PATHS: dict[str, Any] = {
             "type": "object", "required": ["version", "hostname", "role", "os_family", "server", "steps"],
             "properties": {"version": {"type": "integer"}, "hostname": {"type": "string"},
                            "role": {"type": "string"}, "os_family": {"enum": ["debian", "rhel"]},
-                           "server": {"type": "string"}, "steps": {"type": "array", "items": _OBJECT}}}),
+                           "server": {"type": "string"}, "steps": {"type": "array", "items": _OBJECT},
+                           "mask": {"type": "array", "items": {"type": "string"},
+                                    "description": "secret values the agent never prints"}}}),
             **_REFUSED, "500": _error("a manifest template is broken (the message names it)")}}},
     "/api/v1/nodes/{hostname}/agent-credential": {"post": {
         "summary": "operator: a new agent credential for the node (the old one stops working)",

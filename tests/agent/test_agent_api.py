@@ -103,8 +103,9 @@ def test_a_nodes_manifest_holds_only_its_roles_secrets_resolved_and_render_masks
     value = store.site_secret("db-pass")
     reply = client.get("/api/v1/nodes/ctl/manifest", headers=bearer(store.agent_credential("ctl")))
     assert reply.json["steps"][0]["value"] == f"mysql+pymysql://x:{value}@ctl/x"
+    assert reply.json["mask"] == [value]
     compute = client.get("/api/v1/nodes/c1/manifest", headers=bearer(store.agent_credential("c1")))
-    assert value not in compute.get_data(as_text=True)
+    assert value not in compute.get_data(as_text=True) and "mask" not in compute.json
     # The template may not hand a controller secret to a compute node: the manifest is refused.
     part.write_text(SECRET_PART)
     refused = client.get("/api/v1/nodes/c1/manifest", headers=bearer(store.agent_credential("c1")))

@@ -4,6 +4,7 @@ and kill -9 in the middle of a step followed by a restart that finishes the job.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -184,3 +185,20 @@ def test_the_agent_runs_on_python_3_9_the_oldest_node_python():
     out = subprocess.run([python, "-B", "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120,
                          env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_secret_values_never_reach_the_agents_output_events_or_journal(server, monkeypatch):
+    from provisiond.roles import SECRET_SCOPES
+
+    config, store, _ = server
+    monkeypatch.setitem(SECRET_SCOPES, "test-pass", frozenset({"compute"}))
+    templates = Path(config).parent / "templates"
+    (templates / "layout.yaml.j2").write_text(
+        "- {id: t.db, kind: command, title: Log in, shell: \"echo login {{ secret('test-pass') }} failed >&2; exit 1\"}\n")
+    value = store.site_secret("test-pass")
+    process = agent(config)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1 and "login ******** failed" in out and value not in out
+    stored = json.dumps([e.detail for e in store.events(hostname="n1")]) + (store.node("n1").reason or "")
+    assert value not in stored and "login ******** failed" in stored
+    assert value not in (Path(config).parent / "agent-state" / "journal.json").read_text()

@@ -390,3 +390,22 @@ def test_layout_step_sends_this_machines_real_facts_and_fails_naming_what_is_mis
     assert "volume group vg_gluster is missing" in failed.value.message
     event = [e for e in store.events(hostname="c1") if e.kind == "agent:layout"][-1]
     assert event.detail["ok"] is False
+
+
+def test_a_crash_between_a_config_change_and_the_restart_still_restarts(tmp_path: Path):
+    """The journal keeps the change: a new agent (after a crash) restarts the service once."""
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "testd.service").write_text("[Service]\nExecStart=/bin/sleep 300\n")
+    conf = tmp_path / "testd.conf"
+    s = step(kind="service", name="testd", watch=[str(conf)])
+    before = make_ctx(tmp_path, unit_dirs=(str(units),))
+    try:
+        assert apply(s, before).changed
+        assert apply(step(kind="file", path=str(conf), content="v2\n"), before).changed
+        # The agent dies here; a new one starts from the same journal.
+        after = make_ctx(tmp_path, unit_dirs=(str(units),))
+        assert apply(s, after).message == f"restart testd ({conf} changed)"
+        assert not apply(s, make_ctx(tmp_path, unit_dirs=(str(units),))).changed
+    finally:
+        before.service_manager.stop("testd")

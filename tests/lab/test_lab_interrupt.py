@@ -28,6 +28,11 @@ def wait_for(path: Path, text: str, process: subprocess.Popen[bytes], timeout: f
         time.sleep(0.3)
 
 
+def down_quietly(pid: int) -> None:
+    subprocess.run([sys.executable, "-m", "provisiond", "lab", "down", "--pid", str(pid)],
+                   capture_output=True, timeout=120, check=False)
+
+
 def lab_record(pid: int) -> dict:
     return json.loads((REGISTRY / f"{pid}.json").read_text())
 
@@ -67,6 +72,9 @@ def test_stopping_a_running_lab_leaves_nothing(tmp_path: Path, how: str) -> None
         else:
             lab.send_signal(getattr(signal, how))
         assert lab.wait(90) in (130, 0)
+    except BaseException:
+        down_quietly(lab.pid)  # a failed test leaves no lab either
+        raise
     finally:
         if lab.poll() is None:
             lab.kill()
@@ -92,9 +100,13 @@ def test_a_killed_lab_takes_its_children_and_the_next_lab_down_sweeps_its_networ
     try:
         wait_for(log, "controller: powering-on", lab, 120)
         record = lab_record(lab.pid)
-    finally:
-        lab.kill()  # SIGKILL: no clean-up code runs
+    except BaseException:
+        lab.kill()
         lab.wait(10)
+        down_quietly(lab.pid)
+        raise
+    lab.kill()  # SIGKILL: no clean-up code runs
+    lab.wait(10)
     deadline = time.monotonic() + 30
     while (qemu_pids(str(workdir)) or alive(record["bmc_pid"]) or alive(record["serve_pid"])) \
             and time.monotonic() < deadline:
