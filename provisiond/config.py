@@ -17,6 +17,7 @@ paths in the file are relative to the file's directory, so a site directory can 
     dhcp_proxy = false                    # proxyDHCP beside an existing DHCP server
     bios_loader = "undionly.kpxe"         # what BIOS PXE firmware gets (or "pxelinux.0")
     uefi_loader = "ipxe.efi"              # what UEFI PXE firmware gets (or "grubx64.efi")
+    uefi_local_loader = "grubx64.efi"     # what UEFI PXE firmware gets to boot local
     templates = []                        # kickstart/preseed template dirs that override
                                           # the built-in ones (first match wins)
 
@@ -44,14 +45,17 @@ paths in the file are relative to the file's directory, so a site directory can 
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from provisiond.errors import UserError
-from provisiond.lifecycle import ACTIVE, State
+from provisiond.lifecycle import State
 
 DI_IMAGES = Path("/usr/lib/debian-installer/images/12/amd64/text")
 DEFAULT_CONFIG_NAME = "provisiond.toml"
@@ -125,6 +129,7 @@ class Config:
     dhcp_proxy: bool = False
     bios_loader: str = "undionly.kpxe"
     uefi_loader: str = "ipxe.efi"
+    uefi_local_loader: str = "grubx64.efi"
     templates: tuple[Path, ...] = ()
     timeouts: dict[State, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     loaders: dict[str, Path] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
@@ -141,13 +146,154 @@ class Config:
         return self.state_dir / "operator.token"
 
 
-_TOP = {"inventory", "state_dir", "serve", "timeouts", "loaders", "os", "images"}
-_SERVE = {
-    "interfaces": list, "http_port": int, "http_threads": int, "tftp_root": str,
-    "tftp_port": int, "deadline_check_seconds": (int, float), "dhcp_proxy": bool,
-    "templates": list, "bios_loader": str, "uefi_loader": str,
-}
-_OS_KEYS = {"kernel", "initrd", "cmdline", "tftp_kernel", "tftp_initrd"}
+class _Section(BaseModel):
+    """A table of provisiond.toml: unknown keys and wrong types are problems (strict)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PathText = Annotated[str, Field(min_length=1)]
+Seconds = Annotated[float, Field(gt=0)]
+LoaderName = Annotated[str, Field(pattern=r"^[^/]+$")]  # a plain file name
+
+
+def _base(info: ValidationInfo) -> Path:
+    return (info.context or {}).get("base", Path("."))
+
+
+class _ServeTable(_Section):
+    interfaces: list[Annotated[str, Field(min_length=1)]] | None = None
+    http_port: Port | None = None
+    http_threads: Annotated[int, Field(gt=0)] | None = None
+    tftp_root: PathText | None = None
+    tftp_port: Port | None = None
+    deadline_check_seconds: Seconds | None = None
+    dhcp_proxy: bool | None = None
+    templates: list[PathText] | None = None
+    bios_loader: str | None = None
+    uefi_loader: str | None = None
+    uefi_local_loader: str | None = None
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_exist(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        for item in value or ():
+            directory = _resolve(_base(info), item)
+            if not directory.is_dir():
+                raise ValueError(f"{directory} is not a directory")
+        return value
+
+
+class _TimeoutsTable(_Section):
+    """Seconds a node may stay in each state that has a deadline (lifecycle.ACTIVE)."""
+
+    powering_on: Seconds | None = Field(None, alias="powering-on")
+    pxe: Seconds | None = None
+    installing: Seconds | None = None
+    installed: Seconds | None = None
+    configuring: Seconds | None = None
+
+
+class _OsTable(_Section):
+    kernel: PathText | None = None
+    initrd: PathText | None = None
+    cmdline: str | None = None
+    tftp_kernel: str | None = None
+    tftp_initrd: str | None = None
+
+
+class _ImagesTable(_Section):
+    cache_dir: PathText | None = None
+
+
+class _ConfigFile(_Section):
+    inventory: PathText | None = None
+    state_dir: PathText | None = None
+    loaders: dict[LoaderName, PathText] = Field(default_factory=dict)
+    serve: _ServeTable = Field(default_factory=_ServeTable)
+    timeouts: _TimeoutsTable = Field(default_factory=_TimeoutsTable)
+    os: dict[str, _OsTable] = Field(default_factory=dict)
+    images: _ImagesTable = Field(default_factory=_ImagesTable)
+
+    @field_validator("loaders")
+    @classmethod
+    def _plain_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in (".", ".."):
+                raise ValueError(f"{name!r}: a loader name is a plain file name")
+        return value
+
+    @field_validator("serve")
+    @classmethod
+    def _loaders_known(cls, value: _ServeTable, info: ValidationInfo) -> _ServeTable:
+        known = set(DEFAULT_LOADERS) | set(info.data.get("loaders") or {})
+        for key in ("bios_loader", "uefi_loader", "uefi_local_loader"):
+            name = getattr(value, key) or getattr(Config, key)
+            if name not in known:
+                raise ValueError(f"{key} {name!r} is not a loader (known: {', '.join(sorted(known))})")
+        return value
+
+    @field_validator("os")
+    @classmethod
+    def _new_os_complete(cls, value: dict[str, _OsTable]) -> dict[str, _OsTable]:
+        for name, table in value.items():
+            missing = [key for key in ("kernel", "initrd") if getattr(table, key) is None]
+            if name not in DEFAULT_ASSETS and missing:
+                raise ValueError(f"{name}.{' and '.join(missing)} required for an OS without defaults")
+        return value
+
+
+def _resolve(base: Path, value: str) -> Path:
+    """A path from the file: relative to the file's directory, ~ expanded."""
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+class ConfigError(UserError):
+    """provisiond.toml has problems; every one is listed, one line each (like the inventory's)."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = sorted(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"{path}: {key}: {message}" for key, message in self.problems)
+        super().__init__(f"{path}: {count} problem{'s' if count != 1 else ''} "
+                         f"(see docs/serve.md for the keys)\n{lines}")
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "[key]")
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """pydantic's errors in the inventory's words (unknown key with a suggestion, wrong type)."""
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            table = {"serve": _ServeTable, "timeouts": _TimeoutsTable, "os": _OsTable,
+                     "images": _ImagesTable}.get(
+                str(loc[0]) if len(loc) > 1 else "", _ConfigFile)
+            names = [f.alias or name for name, f in table.model_fields.items()]
+            close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
+            message = f"unknown key{hint}"
+        elif kind in ("less_than_equal", "greater_than_equal") and loc[-1] in ("http_port", "tftp_port"):
+            message = f"{error['input']} is not a port (1-65535)"
+        elif kind == "greater_than":
+            message = f"must be positive, got {error['input']!r}"
+        elif kind == "string_pattern_mismatch":
+            message = "a loader name is a plain file name"
+        elif kind == "value_error":
+            message = error["msg"].removeprefix("Value error, ")
+        elif kind.endswith("_type") or kind == "string_too_short":
+            message = f"wrong type or empty: {error['msg'].lower()}, got {error['input']!r}"
+        else:
+            message = error["msg"]
+        problems.append((_dotted(loc), message))
+    return problems
 
 
 def load_config(path: Path | None) -> Config:
@@ -170,122 +316,41 @@ def load_config(path: Path | None) -> Config:
 
 
 def _parse(path: Path, data: dict[str, Any]) -> Config:
+    """Validate the file (pydantic, like the inventory: every problem at once), then build
+    the Config from it."""
     base = path.resolve().parent
-    problems: list[str] = []
-
-    def resolve(value: Any, key: str) -> Path | None:
-        if not isinstance(value, str) or not value:
-            problems.append(f"{key}: expected a path string, got {value!r}")
-            return None
-        candidate = Path(value).expanduser()
-        return candidate if candidate.is_absolute() else base / candidate
-
-    for key in sorted(data.keys() - _TOP):
-        problems.append(f"{key}: unknown key (known: {', '.join(sorted(_TOP))})")
+    try:
+        parsed = _ConfigFile.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        raise ConfigError(path, _problems(exc)) from None
     values: dict[str, Any] = {"source": path}
     for key in ("inventory", "state_dir"):
-        if key in data:
-            values[key] = resolve(data[key], key)
-
-    serve = data.get("serve", {})
-    if not isinstance(serve, dict):
-        problems.append("serve: expected a table [serve]")
-        serve = {}
-    for key, value in serve.items():
-        kind = _SERVE.get(key)
-        if kind is None:
-            problems.append(f"serve.{key}: unknown key (known: {', '.join(sorted(_SERVE))})")
-        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            problems.append(f"serve.{key}: wrong type {type(value).__name__} ({value!r})")
-        elif key == "interfaces":
-            if not all(isinstance(item, str) and item for item in value):
-                problems.append("serve.interfaces: expected a list of interface names")
-            values[key] = tuple(value)
-        elif key == "templates":
-            dirs = [resolve(item, "serve.templates") for item in value]
-            values[key] = tuple(d for d in dirs if d is not None)
-            for directory in values[key]:
-                if not directory.is_dir():
-                    problems.append(f"serve.templates: {directory} is not a directory")
-        elif key == "tftp_root":
-            values[key] = resolve(value, "serve.tftp_root")
-        elif key in ("http_port", "tftp_port") and not 1 <= value <= 65535:
-            problems.append(f"serve.{key}: {value} is not a port (1-65535)")
-        elif key in ("http_threads", "deadline_check_seconds") and value <= 0:
-            problems.append(f"serve.{key}: must be positive, got {value}")
-        else:
-            values[key] = value
-
-    timeouts = dict(DEFAULT_TIMEOUTS)
-    for key, value in _table(data, "timeouts", problems).items():
-        try:
-            state = State(key)
-        except ValueError:
-            state = None
-        if state not in ACTIVE:
-            names = ", ".join(sorted(s.value for s in ACTIVE))
-            problems.append(f"timeouts.{key}: not a state with a deadline (one of: {names})")
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            problems.append(f"timeouts.{key}: expected a positive number of seconds, got {value!r}")
-        else:
-            timeouts[state] = float(value)
-    values["timeouts"] = timeouts
-
-    loaders = dict(DEFAULT_LOADERS)
-    for name, value in _table(data, "loaders", problems).items():
-        if "/" in name or name in (".", ".."):
-            problems.append(f"loaders.{name}: a loader name is a plain file name")
-            continue
-        loader_path = resolve(value, f"loaders.{name}")
-        if loader_path is not None:
-            loaders[name] = loader_path
-    values["loaders"] = loaders
-    for key in ("bios_loader", "uefi_loader"):
-        name = values.get(key, getattr(Config, key))
-        if name not in loaders:
-            problems.append(f"serve.{key}: {name!r} is not a loader (known: {', '.join(sorted(loaders))})")
-
+        if getattr(parsed, key) is not None:
+            values[key] = _resolve(base, getattr(parsed, key))
+    serve = parsed.serve.model_dump(exclude_none=True)
+    if "interfaces" in serve:
+        serve["interfaces"] = tuple(serve["interfaces"])
+    if "tftp_root" in serve:
+        serve["tftp_root"] = _resolve(base, serve["tftp_root"])
+    if "templates" in serve:
+        serve["templates"] = tuple(_resolve(base, item) for item in serve["templates"])
+    values.update(serve)
+    given = parsed.timeouts.model_dump(by_alias=True, exclude_none=True)
+    values["timeouts"] = {**DEFAULT_TIMEOUTS, **{State(key): float(v) for key, v in given.items()}}
+    values["loaders"] = {**DEFAULT_LOADERS,
+                         **{name: _resolve(base, value) for name, value in parsed.loaders.items()}}
     assets = dict(DEFAULT_ASSETS)
-    for os_name, table in _table(data, "os", problems).items():
-        if not isinstance(table, dict):
-            problems.append(f"os.{os_name}: expected a table [os.{os_name}]")
-            continue
-        unknown = table.keys() - _OS_KEYS
-        for key in sorted(unknown):
-            problems.append(f"os.{os_name}.{key}: unknown key (known: {', '.join(sorted(_OS_KEYS))})")
+    for os_name, table in parsed.os.items():
         current = assets.get(os_name) or OsAssets(kernel=Path(), initrd=Path())
-        update: dict[str, Any] = {}
-        for key in ("kernel", "initrd"):
-            if key in table:
-                update[key] = resolve(table[key], f"os.{os_name}.{key}")
-            elif os_name not in assets:
-                problems.append(f"os.{os_name}.{key}: required for an OS without defaults")
-        for key in ("cmdline", "tftp_kernel", "tftp_initrd"):
-            if key in table:
-                if isinstance(table[key], str):
-                    update[key] = table[key]
-                else:
-                    problems.append(f"os.{os_name}.{key}: expected a string")
+        update: dict[str, Any] = {key: _resolve(base, getattr(table, key))
+                                  for key in ("kernel", "initrd") if getattr(table, key) is not None}
+        update.update({key: getattr(table, key) for key in ("cmdline", "tftp_kernel", "tftp_initrd")
+                       if getattr(table, key) is not None})
         assets[os_name] = replace(current, **update)
     values["assets"] = assets
-
-    images = _table(data, "images", problems)
-    for key in sorted(images.keys() - {"cache_dir"}):
-        problems.append(f"images.{key}: unknown key (known: cache_dir)")
-    if "cache_dir" in images:
-        values["image_cache"] = resolve(images["cache_dir"], "images.cache_dir")
-
-    if problems:
-        raise UserError(f"{path}: " + "; ".join(problems) + " (see docs/serve.md for the keys)")
+    if parsed.images.cache_dir is not None:
+        values["image_cache"] = _resolve(base, parsed.images.cache_dir)
     return Config(**values)
-
-
-def _table(data: dict[str, Any], key: str, problems: list[str]) -> dict[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        problems.append(f"{key}: expected a table [{key}]")
-        return {}
-    return value
 
 
 def effective_config(args: Any) -> Config:

@@ -9,8 +9,8 @@ config says, and all three get the same answer because nothing else decides.
     kernel, initrd, cmdline, answer_url = the installer to start (install only)
 
 Boot local: BIOS gets no boot file (the firmware goes on to its disk, as always); UEFI gets
-its loader anyway, whose per-node config says "exit" (iPXE script or GRUB config), because
-EDK2 without a boot file retries DHCP for about 60 s before it moves on.
+GRUB, whose per-node config chainloads the disk's own EFI loader, because EDK2 without a boot
+file retries DHCP for about 60 s before it moves on.
 """
 
 from __future__ import annotations
@@ -47,12 +47,23 @@ def classify(archs: tuple[int, ...], vendor_class: str, ipxe: bool) -> Client | 
     return None
 
 
+# Loaders that are iPXE: once loaded they ask DHCP again (user class iPXE) for their script.
+IPXE_LOADERS = frozenset({"undionly.kpxe", "undionly.kkpxe", "ipxe.pxe", "ipxe.efi", "snponly.efi"})
+
+
 @dataclass(frozen=True)
 class Loaders:
     """Which boot loader PXE firmware gets (names of provisiond.toml [loaders])."""
 
     bios: str = "undionly.kpxe"  # or pxelinux.0
     uefi: str = "ipxe.efi"  # or grubx64.efi
+    # What UEFI PXE firmware gets to boot local: GRUB, whose per-node config chainloads the
+    # disk's own EFI loader. (iPXE cannot: its `exit` either stops at the firmware's boot
+    # menu, or, with an error code, hangs in Debian's iPXE under OVMF; measured.)
+    uefi_local: str = "grubx64.efi"
+
+    def for_firmware(self, uefi: bool) -> str:
+        return self.uefi if uefi else self.bios
 
 
 @dataclass(frozen=True)
@@ -125,15 +136,23 @@ def ipxe_script_url(base_url: str, mac: str) -> str:
 
 def loader_for(client: Client | None, install: bool, mac: str, base_url: str,
                loaders: Loaders) -> str | None:
-    """The DHCP boot file: iPXE gets its script, firmware gets a loader; BIOS local gets none."""
+    """The DHCP boot file: iPXE gets its script, firmware gets a loader; BIOS local gets none.
+
+    iPXE as the NIC's own ROM (QEMU's, say) is firmware too: on a site whose loader is not
+    iPXE (pxelinux, GRUB) it gets that loader, like any PXE ROM.
+    """
     base = base_url.rstrip("/")
     if client is None or (not install and client in (Client.BIOS_PXE, Client.IPXE_BIOS)):
         return None
-    if client in (Client.IPXE_BIOS, Client.IPXE_UEFI):
-        return ipxe_script_url(base, mac)
     if client is Client.UEFI_HTTP:
         return f"{base}/boot/ipxe.efi"
-    return loaders.uefi if client is Client.UEFI_PXE else loaders.bios
+    uefi = client in (Client.UEFI_PXE, Client.IPXE_UEFI)
+    if uefi and not install:
+        return loaders.uefi_local
+    loader = loaders.for_firmware(uefi)
+    if client in (Client.IPXE_BIOS, Client.IPXE_UEFI) and loader in IPXE_LOADERS:
+        return ipxe_script_url(base, mac)
+    return loader
 
 
 def decide(node: NodeFacts, client: Client | None, base_url: str, loaders: Loaders,

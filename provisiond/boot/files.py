@@ -45,7 +45,10 @@ class Ipxe:
                 "#!ipxe\n"
                 f"# provisiond: {spec.hostname} ({spec.mac}) boots local\n"
                 f"echo provisiond: {spec.hostname} boots from its local disk\n"
-                "iseq ${platform} efi && exit ||\n"
+                # exit 1: a failed boot option, so UEFI goes on to the next one (the disk);
+                # a plain exit (success) would stop at the firmware's boot manager menu.
+                # (UEFI PXE firmware boots local through GRUB instead: see decision.py.)
+                "iseq ${platform} efi && exit 1 ||\n"
                 "sanboot --no-describe --drive 0x80 || exit\n"
             )
         assert spec.kernel and spec.initrd
@@ -98,6 +101,13 @@ GRUB_CHAIN = (
 )
 
 
+# Where an installed system's EFI loader is, most specific first (shim before GRUB).
+UEFI_LOCAL_LOADERS = (
+    "/EFI/debian/shimx64.efi", "/EFI/debian/grubx64.efi", "/EFI/rocky/shimx64.efi",
+    "/EFI/rocky/grubx64.efi", "/EFI/BOOT/BOOTX64.EFI",
+)
+
+
 @dataclass(frozen=True)
 class Grub:
     """GRUB config: `grub.cfg-01-<mac>` (dashes or colons) beside GRUB's prefix over TFTP."""
@@ -115,10 +125,19 @@ class Grub:
 
     def render(self, spec: BootSpec) -> str:
         if not spec.install:
+            # GRUB's `exit` returns success on EFI, and the firmware then stops at its boot
+            # manager menu: so chainload the disk's own loader (the first one found).
+            loaders = " ".join(UEFI_LOCAL_LOADERS)
             return (
                 f"# provisiond: {spec.hostname} ({spec.mac}) boots local\n"
                 "set default=0\nset timeout=0\n"
-                'menuentry "local disk" {\n  exit\n}\n'
+                'menuentry "local disk" {\n'
+                f"  for loader in {loaders}; do\n"
+                "    if search --no-floppy --set=root --file $loader; then\n"
+                "      chainloader $loader\n      boot\n    fi\n"
+                "  done\n"
+                "  exit\n"
+                "}\n"
             )
         assert spec.kernel and spec.initrd
         return (
@@ -134,6 +153,7 @@ class Grub:
 IPXE = Ipxe()
 PXELINUX = Pxelinux()
 GRUB = Grub()
+BY_NAME: dict[str, BootFormat] = {fmt.name: fmt for fmt in (IPXE, PXELINUX, GRUB)}
 # Formats fetched over TFTP, in the order a request path is tried.
 TFTP_FORMATS: tuple[BootFormat, ...] = (PXELINUX, GRUB)
 

@@ -45,7 +45,8 @@ class BootService:
             domain=site.domain, netmask=str(site.network.netmask), gateway=str(site.gateway),
             dns=tuple(str(server) for server in site.dns),
         )
-        self.loaders = Loaders(bios=config.bios_loader, uefi=config.uefi_loader)
+        self.loaders = Loaders(bios=config.bios_loader, uefi=config.uefi_loader,
+                               uefi_local=config.uefi_local_loader)
         self.os_boot = {
             name: OsBoot(assets.kernel.name, assets.initrd.name, assets.tftp_kernel,
                          assets.tftp_initrd, assets.cmdline)
@@ -90,8 +91,7 @@ class BootService:
                                detail={"file": what})
         log_event(log, "boot-config", host=node.hostname, file=what, peer=peer,
                   boot="install" if spec.install else "local")
-        renderer = {f.name: f for f in (files.IPXE, files.PXELINUX, files.GRUB)}[fmt]
-        return renderer.render(spec)
+        return files.BY_NAME[fmt].render(spec)
 
     def ipxe(self, mac: str, peer: str = "", base_url: str | None = None) -> str | None:
         """The iPXE script for a MAC (any common spelling), or None for an unknown MAC."""

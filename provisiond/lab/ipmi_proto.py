@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from provisiond.power.ipmi_spec import BOOT_DEVICES
+
 # Cipher suite 3 (table 22-20): RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128. pyghmi's BMC side
 # implements only this one (and advertises only it in Get Channel Cipher Suites).
 SUITE_3 = (1, 1, 1)
@@ -18,16 +20,6 @@ RMCP_INVALID_NAME_LENGTH = 0x0C
 RMCP_NO_CIPHER_SUITE_MATCH = 0x11
 RMCP_ILLEGAL_PARAMETER = 0x12
 
-# Boot device selector values, bits 5:2 of boot flags data 2 (table 28-14), by pyghmi's names.
-BOOT_DEVICES = {
-    "default": 0x0,
-    "network": 0x1,
-    "hd": 0x2,
-    "safe": 0x3,
-    "optical": 0x5,
-    "setup": 0x6,
-    "floppy": 0xF,
-}
 _BOOT_NAMES = {code: name for name, code in BOOT_DEVICES.items()}
 
 

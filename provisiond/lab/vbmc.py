@@ -50,8 +50,17 @@ from provisiond.lab.ipmi_proto import (
     starts_conversation,
 )
 from provisiond.power import pyghmi_fixes
-
-pyghmi_fixes.apply()
+from provisiond.power.ipmi_spec import (
+    CC_INVALID_DATA,
+    CC_NODE_BUSY,
+    CC_NOT_IN_PRESENT_STATE,
+    CC_PARAM_NOT_SUPPORTED,
+    CMD_CHASSIS_CONTROL,
+    CMD_CHASSIS_STATUS,
+    CMD_GET_BOOT_OPTIONS,
+    CMD_SET_BOOT_OPTIONS,
+    NETFN_CHASSIS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +68,6 @@ PowerAction = Literal["on", "off", "soft", "reset"]
 
 MAX_BMCS_PER_PROCESS = 500
 
-# Chassis commands (netfn 0x00) the machine answers.
-NETFN_CHASSIS = 0x00
-CMD_CHASSIS_STATUS = 0x01
-CMD_CHASSIS_CONTROL = 0x02
-CMD_SET_BOOT_OPTIONS = 0x08
-CMD_GET_BOOT_OPTIONS = 0x09
-
-# IPMI completion codes (table 5-2).
-CC_NODE_BUSY = 0xC0
-CC_INVALID_DATA = 0xCC
-CC_PARAM_NOT_SUPPORTED = 0x80
-CC_NOT_IN_PRESENT_STATE = 0xD5
 
 
 class MachineBusy(Exception):
@@ -223,6 +220,7 @@ class VirtualBmc(pyghmi_bmc.Bmc):
         address: str = "127.0.0.1",
         port: int = 623,
     ) -> None:
+        pyghmi_fixes.apply()  # before pyghmi's I/O thread serves this BMC
         super().__init__({username: password}, port=port, address=address)
         self.machine = machine
 

@@ -10,7 +10,7 @@ dies with its process.
 Before its first login the driver probes the BMC on its own UDP socket (Get Channel
 Authentication Capabilities, no session): a BMC that does not answer never enters pyghmi,
 where dead BMCs stall the logins of live ones in the same process. pyghmi_fixes removes a
-race in pyghmi's I/O thread that could freeze a whole process.
+race in pyghmi's I/O thread that could freeze a whole process (applied when a driver is made).
 
 Commands are the standard IPMI ones sent with `Command.xraw_command` (chassis status, chassis
 control, boot flags): this keeps the completion code of a refusal (0xC0 "busy" is retried,
@@ -30,26 +30,27 @@ import pyghmi.exceptions as pyghmi_exc
 from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
-from provisiond.lab.ipmi_proto import BOOT_DEVICES
 from provisiond.power import pyghmi_fixes
 from provisiond.power.base import BmcTarget, ErrorKind, PowerDriver, PowerError
 from provisiond.power.claim import BmcClaim
+from provisiond.power.ipmi_spec import (
+    BOOT_DEVICES,
+    CC_NODE_BUSY,
+    CC_NOT_IN_PRESENT_STATE,
+    CC_TIMEOUT,
+    CMD_CHASSIS_CONTROL,
+    CMD_CHASSIS_STATUS,
+    CMD_SET_BOOT_OPTIONS,
+    CONTROL,
+    NETFN_CHASSIS,
+)
 from provisiond.power.rmcp import ProbeError, auth_cap_request, check_auth_cap_response
-
-pyghmi_fixes.apply()
 
 T = TypeVar("T")
 
-# Chassis commands (netfn 0x00, IPMI table G-1) and chassis control directives (table 28-4).
-NETFN_CHASSIS = 0x00
-CMD_CHASSIS_STATUS = 0x01
-CMD_CHASSIS_CONTROL = 0x02
-CMD_SET_BOOT_OPTIONS = 0x08
-CONTROL = {"off": 0, "on": 1, "cycle": 2, "reset": 3, "soft": 5}
-
-# Completion codes (table 5-2) that mean "try again shortly".
-BUSY_CODES = {0xC0: "node busy", 0xC3: "timeout while processing the command"}
-NOT_NOW = 0xD5
+# Completion codes that mean "try again shortly".
+BUSY_CODES = {CC_NODE_BUSY: "node busy", CC_TIMEOUT: "timeout while processing the command"}
+NOT_NOW = CC_NOT_IN_PRESENT_STATE
 
 _AUTH_HINTS = (
     "incorrect password",
@@ -190,6 +191,7 @@ class IpmiDriver(PowerDriver):
         retries: int = 2,
         backoff: float = 0.5,
     ) -> None:
+        pyghmi_fixes.apply()  # before pyghmi's I/O thread serves this driver's sessions
         self.target = target
         self.timeout = timeout
         self.retries = retries

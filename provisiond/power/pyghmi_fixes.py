@@ -1,4 +1,5 @@
-"""A fix for a race in pyghmi's shared I/O (pyghmi 1.6.19), applied at import.
+"""A fix for a race in pyghmi's shared I/O (pyghmi 1.6.19), applied explicitly by whoever
+starts pyghmi sessions (IpmiDriver, VirtualBmc): importing this module changes nothing.
 
 pyghmi's I/O thread reads with `_io_recvfrom`, which sets the socket non-blocking and then
 calls recvfrom; every sender calls `_io_sendto`, which sets the same socket *blocking* before

@@ -8,11 +8,9 @@ starts every lanplus session with the same request.
 
 from __future__ import annotations
 
+from provisiond.power.ipmi_spec import BMC_ADDRESS, CMD_GET_CHANNEL_AUTH_CAP, NETFN_APP, REMOTE_SWID
+
 RMCP_HEADER = bytes([0x06, 0x00, 0xFF, 0x07])  # version 1, no ack, class IPMI
-BMC_ADDRESS = 0x20
-REMOTE_SWID = 0x81
-NETFN_APP = 0x06
-CMD_GET_CHANNEL_AUTH_CAP = 0x38
 
 
 class ProbeError(ValueError):

@@ -117,20 +117,20 @@ def test_pxe_client_gets_vendor_class_and_discovery_control_and_uuid_echo() -> N
     assert http.reply is not None and http.reply.options[Opt.VENDOR_CLASS] == b"HTTPClient"
 
 
-def test_boot_local_bios_gets_no_boot_file_and_uefi_its_loader() -> None:
+def test_boot_local_bios_gets_no_boot_file_and_uefi_grub() -> None:
     bios = {"o93": b"\x00\x00", "o60": b"PXEClient:Arch:00000"}
     d = answer(request(MessageType.DISCOVER, **bios), who=node(bios, install=False))
     assert d.action is Action.OFFER and d.boot_file is None
     ipxe_bios = {"o93": b"\x00\x00", "o77": b"iPXE"}
     d = answer(request(MessageType.DISCOVER, **ipxe_bios), who=node(ipxe_bios, install=False))
     assert d.action is Action.OFFER and d.boot_file is None
-    # UEFI: a loader whose per-node config says "exit" beats 60 s of firmware DHCP retries.
+    # UEFI: GRUB, whose per-node config chainloads the disk, beats 60 s of DHCP retries.
     uefi = {"o93": b"\x00\x07"}
     d = answer(request(MessageType.DISCOVER, **uefi), who=node(uefi, install=False))
-    assert d.boot_file == "ipxe.efi"
+    assert d.boot_file == "grubx64.efi"
     ipxe_uefi = {"o93": b"\x00\x07", "o77": b"iPXE"}
     d = answer(request(MessageType.DISCOVER, **ipxe_uefi), who=node(ipxe_uefi, install=False))
-    assert d.boot_file == "http://10.50.0.1:8080/boot/52:54:00:aa:bb:01.ipxe"
+    assert d.boot_file == "grubx64.efi"
 
 
 def test_an_os_dhcp_client_gets_no_boot_file_even_while_installing() -> None:

@@ -183,7 +183,20 @@ def test_pyghmi_reads_never_toggle_a_socket_to_blocking_races() -> None:
     """The I/O thread's read must neither block nor flip the mode a sender relies on."""
     from pyghmi.ipmi.private import session
 
-    import provisiond.power.ipmi  # noqa: F401 (installs the fix)
+    from provisiond.power import pyghmi_fixes
+    from provisiond.power.ipmi import IpmiDriver
+
+    original = session._io_recvfrom
+    try:
+        session._io_recvfrom = unfixed = lambda sock, size: None  # pyghmi's own, say
+        import provisiond.lab.vbmc  # noqa: F401 (importing changes nothing)
+
+        assert session._io_recvfrom is unfixed
+        IpmiDriver(BmcTarget("n", "127.0.0.1", 623, "admin", "x"))  # applied at start-up
+        assert session._io_recvfrom is pyghmi_fixes._io_recvfrom
+    finally:
+        session._io_recvfrom = original
+    pyghmi_fixes.apply()
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -67,15 +67,25 @@ def test_config_reports_every_problem_at_once(tmp_path: Path) -> None:
     path.write_text(
         'colour = "blue"\n[serve]\nhttp_port = 70000\nhttp_threads = "many"\nintrefaces = []\n'
         'templates = ["nowhere"]\n[timeouts]\nready = 10\npxe = -1\n[os.plan9]\ncmdline = "x"\n'
+        '[loaders]\n"a/b" = "x"\n'
     )
     with pytest.raises(UserError) as error:
         load_config(path)
     message = str(error.value)
     for fragment in ("colour: unknown key", "serve.http_port: 70000 is not a port",
-                     "serve.http_threads: wrong type", "serve.intrefaces: unknown key",
-                     "timeouts.ready: not a state with a deadline", "timeouts.pxe: expected a positive",
-                     "os.plan9.kernel: required", "nowhere is not a directory", str(path)):
+                     "serve.http_threads: wrong type", "serve.intrefaces: unknown key (did you mean 'interfaces'?)",
+                     "timeouts.ready: unknown key (known: powering-on, pxe", "timeouts.pxe: must be positive",
+                     "os: plan9.kernel and initrd required", "loaders.a/b: a loader name is a plain file name",
+                     f"{path}: 9 problems", str(path)):
         assert fragment in message
+    # One problem a line, each naming the file, like the inventory's errors.
+    assert all(line.startswith(f"{path}: ") for line in message.splitlines())
+    path.write_text('[serve]\ntemplates = ["nowhere"]\nuefi_loader = "nope.efi"\n')
+    with pytest.raises(UserError, match="nowhere is not a directory"):
+        load_config(path)
+    path.write_text('[serve]\nuefi_loader = "nope.efi"\n')
+    with pytest.raises(UserError, match=r"uefi_loader 'nope\.efi' is not a loader"):
+        load_config(path)
 
 
 def test_config_syntax_error_and_missing_file(tmp_path: Path) -> None:
