@@ -32,6 +32,9 @@ paths in the file are relative to the file's directory, so a site directory can 
     "undionly.kpxe" = "/usr/lib/ipxe/undionly.kpxe"
     "ipxe.efi" = "/usr/lib/ipxe/ipxe.efi"
 
+    [images]                              # the image install method (docs/images.md)
+    cache_dir = "/var/cache/provisiond/images"  # built root images and deploy ramdisks
+
     [os.debian12]                         # boot assets per OS
     kernel = ".../debian-installer/amd64/linux"
     initrd = ".../debian-installer/amd64/initrd.gz"
@@ -56,6 +59,7 @@ from provisiond.lifecycle import State
 
 DI_IMAGES = Path("/usr/lib/debian-installer/images/12/amd64/text")
 DEFAULT_CONFIG_NAME = "provisiond.toml"
+DEFAULT_IMAGE_CACHE = Path("/var/cache/provisiond/images")
 
 
 def default_state_dir() -> Path:
@@ -130,6 +134,7 @@ class Config:
     timeouts: dict[State, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
     loaders: dict[str, Path] = field(default_factory=lambda: dict(DEFAULT_LOADERS))
     assets: dict[str, OsAssets] = field(default_factory=lambda: dict(DEFAULT_ASSETS))
+    image_cache: Path = DEFAULT_IMAGE_CACHE
     source: Path | None = None
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -198,6 +203,10 @@ class _OsTable(_Section):
     tftp_initrd: str | None = None
 
 
+class _ImagesTable(_Section):
+    cache_dir: PathText | None = None
+
+
 class _ConfigFile(_Section):
     inventory: PathText | None = None
     state_dir: PathText | None = None
@@ -205,6 +214,7 @@ class _ConfigFile(_Section):
     serve: _ServeTable = Field(default_factory=_ServeTable)
     timeouts: _TimeoutsTable = Field(default_factory=_TimeoutsTable)
     os: dict[str, _OsTable] = Field(default_factory=dict)
+    images: _ImagesTable = Field(default_factory=_ImagesTable)
 
     @field_validator("loaders")
     @classmethod
@@ -263,7 +273,8 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         loc = tuple(error["loc"])
         kind = error["type"]
         if kind == "extra_forbidden":
-            table = {"serve": _ServeTable, "timeouts": _TimeoutsTable, "os": _OsTable}.get(
+            table = {"serve": _ServeTable, "timeouts": _TimeoutsTable, "os": _OsTable,
+                     "images": _ImagesTable}.get(
                 str(loc[0]) if len(loc) > 1 else "", _ConfigFile)
             names = [f.alias or name for name, f in table.model_fields.items()]
             close = difflib.get_close_matches(str(loc[-1]), names, n=1)
@@ -337,6 +348,8 @@ def _parse(path: Path, data: dict[str, Any]) -> Config:
                        if getattr(table, key) is not None})
         assets[os_name] = replace(current, **update)
     values["assets"] = assets
+    if parsed.images.cache_dir is not None:
+        values["image_cache"] = _resolve(base, parsed.images.cache_dir)
     return Config(**values)
 
 

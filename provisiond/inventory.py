@@ -29,6 +29,10 @@ from provisiond.roles.settings import AgentSettings, GlusterSettings
 ROLES = ("compute", "controller")
 OPERATING_SYSTEMS = ("debian12", "rocky9")
 FIRMWARES = ("bios", "uefi")
+# How a node gets its OS: the distribution installer (kickstart/preseed) or the image method
+# (deploy ramdisk + root image built by `provisiond image build`, debian12 only).
+INSTALL_METHODS = ("installer", "image")
+IMAGE_OPERATING_SYSTEMS = ("debian12",)
 
 DEFAULT_MIRRORS = {
     "debian12": "http://deb.debian.org/debian",
@@ -201,6 +205,12 @@ class Site(_Model):
     gluster: GlusterSettings = Field(default_factory=GlusterSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     openstack: OpenStackSettings | None = None  # None: GlusterFS only, no OpenStack parts
+    install: str = "installer"  # the nodes' default install method
+
+    @field_validator("install", mode="before")
+    @classmethod
+    def _install(cls, value: Any) -> str:
+        return _choice(value, INSTALL_METHODS, "install")
 
     @model_validator(mode="before")
     @classmethod
@@ -285,6 +295,7 @@ class Node(_Model):
     ip: IPv4Address
     os: str | None = None
     firmware: str = "bios"
+    install: str | None = None  # installer | image; None: the site's default
     disk: DiskSpec = Field(default_factory=DiskSpec)
     bmc: BmcSpec | None = None
     # Filled in by the loader from the site (so every node knows its full name and OS).
@@ -319,6 +330,16 @@ class Node(_Model):
     @classmethod
     def _firmware(cls, value: Any) -> str:
         return _choice(value, FIRMWARES, "firmware")
+
+    @field_validator("install", mode="before")
+    @classmethod
+    def _install(cls, value: Any) -> str | None:
+        return None if value is None else _choice(value, INSTALL_METHODS, "install")
+
+    @property
+    def install_method(self) -> str:
+        assert self.install is not None, "the loader resolves install from the site default"
+        return self.install
 
     @property
     def fqdn(self) -> str:
@@ -658,6 +679,15 @@ def load_inventory(path: Path | str) -> Inventory:
         update: dict[str, Any] = {"domain": site.domain if site else ""}
         if node.os is None and site is not None:
             update["os"] = site.os
+        if node.install is None and site is not None:
+            update["install"] = site.install
+        method, os_name = update.get("install", node.install), update.get("os", node.os)
+        if method == "image" and os_name not in IMAGE_OPERATING_SYSTEMS:
+            problems.append(Problem(
+                _line_of(lines, ("nodes", index, "install")) or _line_of(lines, ("nodes", index)),
+                f"nodes[{index}].install",
+                f"the image method installs {', '.join(IMAGE_OPERATING_SYSTEMS)} only, not {os_name} "
+                "(use install: installer for this node)"))
         if node.bmc is not None:
             update["bmc"] = node.bmc.resolved(base_dir)
         parsed.append((index, node.model_copy(update=update)))

@@ -49,6 +49,7 @@ class Event(StrEnum):
     ANSWER_FETCHED = "answer-fetched"  # the node fetched its preseed/kickstart
     INSTALL_STARTED = "install-started"  # installer callback
     INSTALL_FINISHED = "install-finished"  # installer callback (netboot goes off with it)
+    INSTALL_FAILED = "install-failed"  # the image method's deploy ramdisk: a phase failed
     AGENT_STARTED = "agent-started"
     AGENT_STEP = "agent-step"
     AGENT_READY = "agent-ready"
@@ -89,6 +90,7 @@ for _event in (Event.DHCP_BOOT_REQUEST, Event.BOOT_CONFIG_FETCHED):
 for _event in (Event.ANSWER_FETCHED, Event.INSTALL_STARTED):
     add_transition(INSTALLABLE, State.INSTALLING, _event)
 add_transition({State.INSTALLING, State.INSTALLED}, State.INSTALLED, Event.INSTALL_FINISHED)
+add_transition(INSTALLABLE, State.FAILED, Event.INSTALL_FAILED)
 add_transition({State.INSTALLED, State.CONFIGURING}, State.CONFIGURING, Event.AGENT_STARTED)
 add_transition(State.CONFIGURING, State.CONFIGURING, Event.AGENT_STEP)
 add_transition({State.INSTALLED, State.CONFIGURING, State.READY}, State.READY, Event.AGENT_READY)

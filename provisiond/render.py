@@ -93,6 +93,8 @@ class Renderer:
         if method is None:
             known = ", ".join(sorted(METHODS))
             raise UserError(f"unknown installer config {kind!r} (expected one of: {known})")
+        if method.template is None:
+            raise UserError(f"the {kind} method has no answer file (render deploy HOST prints its layout script)")
         try:
             template = self.env.get_template(method.template)
             return template.render(self.context(node, server))

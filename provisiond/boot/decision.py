@@ -167,20 +167,26 @@ def decide(node: NodeFacts, client: Client | None, base_url: str, loaders: Loade
     if not install:
         return BootSpec(node.hostname, node.mac, False, loader, os=node.os, fqdn=fqdn)
     files = os_boot.get(node.os)
-    if files is None:
-        raise LookupError(f"no boot assets configured for os {node.os} ([os.{node.os}])")
     method = method_for(node.os, node.method)
+    if files is None and method.boot_files is None:
+        raise LookupError(f"no boot assets configured for os {node.os} ([os.{node.os}])")
     base = base_url.rstrip("/")
     answer_url = base + method.answer_path(node.hostname)
     target = InstallTarget(
         hostname=node.hostname, domain=network.domain, mac=node.mac, ip=node.ip,
         netmask=network.netmask, gateway=network.gateway, answer_url=answer_url,
-        dns=network.dns, mirror=node.mirror,
+        dns=network.dns, mirror=node.mirror, server_url=base, os=node.os,
     )
-    args = method.cmdline(target) + ([files.cmdline] if files.cmdline else [])
+    extra = files.cmdline if files is not None else ""
+    args = method.cmdline(target) + ([extra] if extra else [])
+    if method.boot_files is not None:  # the method boots its own kernel (the deploy ramdisk)
+        kernel_path, initrd_path = method.boot_files(node.os)
+        kernel, initrd = Asset(f"{base}/{kernel_path}", kernel_path), Asset(f"{base}/{initrd_path}", initrd_path)
+    else:
+        assert files is not None
+        kernel = Asset(f"{base}/boot/{node.os}/{files.kernel_name}", files.tftp_kernel)
+        initrd = Asset(f"{base}/boot/{node.os}/{files.initrd_name}", files.tftp_initrd)
     return BootSpec(
         node.hostname, node.mac, True, loader, method=method.name, os=node.os, fqdn=fqdn,
-        kernel=Asset(f"{base}/boot/{node.os}/{files.kernel_name}", files.tftp_kernel),
-        initrd=Asset(f"{base}/boot/{node.os}/{files.initrd_name}", files.tftp_initrd),
-        cmdline=" ".join(args), answer_url=answer_url,
+        kernel=kernel, initrd=initrd, cmdline=" ".join(args), answer_url=answer_url,
     )

@@ -25,6 +25,8 @@ class InstallTarget:
     answer_url: str
     dns: tuple[str, ...] = ()
     mirror: str = ""
+    server_url: str = ""
+    os: str = ""
 
     @property
     def fqdn(self) -> str:
@@ -36,13 +38,17 @@ class InstallMethod:
     """One way to install: its answer file (URL route + template) and its kernel arguments."""
 
     name: str
-    answer_route: str  # the answer file is served at <answer_route>/<hostname>
-    template: str  # Jinja2 template of the answer file (kickstarts/, preseeds/, ...)
+    answer_route: str  # the answer file is served at <answer_route>/<hostname>[/<answer_file>]
+    template: str | None  # Jinja2 template of the answer file (None: the method serves its own)
     cmdline: Callable[[InstallTarget], list[str]] = field(compare=False)
     summary: str = ""
+    answer_file: str = ""
+    # (kernel path, initrd path) under the server URL for an OS, when the method boots its own
+    # kernel (the image method's deploy ramdisk) instead of the OS installer's.
+    boot_files: Callable[[str], tuple[str, str]] | None = field(default=None, compare=False)
 
     def answer_path(self, hostname: str) -> str:
-        return f"{self.answer_route}/{hostname}"
+        return f"{self.answer_route}/{hostname}" + (f"/{self.answer_file}" if self.answer_file else "")
 
 
 def preseed_cmdline(target: InstallTarget) -> list[str]:
@@ -71,6 +77,18 @@ def kickstart_cmdline(target: InstallTarget) -> list[str]:
     return args + [f"nameserver={server}" for server in target.dns]
 
 
+def image_cmdline(target: InstallTarget) -> list[str]:
+    """The deploy ramdisk: where the server is, who it is (nothing secret: its token comes from
+    the answer, served only to the node's address)."""
+    return [f"provisiond.url={target.server_url}", f"provisiond.host={target.hostname}",
+            f"provisiond.mac={target.mac}"]
+
+
+def ramdisk_paths(os_name: str) -> tuple[str, str]:
+    """The deploy ramdisk's files as served (http/deploy.py) and as TFTP names alike."""
+    return f"images/ramdisk/{os_name}/vmlinuz", f"images/ramdisk/{os_name}/initrd.img"
+
+
 METHODS: dict[str, InstallMethod] = {
     method.name: method
     for method in (
@@ -78,6 +96,9 @@ METHODS: dict[str, InstallMethod] = {
                       "debian-installer with a preseed (Debian family)"),
         InstallMethod("kickstart", "/ks", "rocky9.ks.j2", kickstart_cmdline,
                       "Anaconda with a kickstart (RHEL family)"),
+        InstallMethod("image", "/deploy", None, image_cmdline,
+                      "provisiond's deploy ramdisk writes a root image built by `image build`",
+                      answer_file="env", boot_files=ramdisk_paths),
     )
 }
 

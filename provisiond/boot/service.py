@@ -21,12 +21,15 @@ from provisiond.boot.decision import (
     decide,
 )
 from provisiond.config import Config
+from provisiond.images.cache import ImageCache
 from provisiond.inventory import Inventory, Node
 from provisiond.lifecycle import Event, Source
 from provisiond.logs import log_event
 from provisiond.store import Store
 
 log = logging.getLogger("provisiond.boot")
+# The inventory's `install` -> the install method asked for (installer: the OS's default).
+INSTALL_METHOD = {"installer": None, "image": "image"}
 
 
 class BootService:
@@ -60,7 +63,7 @@ class BootService:
         record = self.store.node(node.hostname)
         mirror = self.inventory.site.mirror(node.os_name)
         return NodeFacts(node.hostname, node.mac, str(node.ip), node.os_name, record.state,
-                         record.netboot, mirror=mirror)
+                         record.netboot, mirror=mirror, method=INSTALL_METHOD.get(node.install_method))
 
     def spec(self, node: Node, client: Client | None = None, base_url: str | None = None) -> BootSpec:
         return decide(self.facts(node), client, base_url or self.base_url, self.loaders,
@@ -111,7 +114,8 @@ class BootService:
         if files.GRUB.is_chain(path):
             return files.GRUB_CHAIN.encode()
         name = path.lstrip("/")
-        for served in (self.config.loaders.get(Path(name).as_posix()), self._tftp_assets.get(name)):
+        ramdisk = ImageCache(self.config.image_cache).ramdisk_file(name)
+        for served in (self.config.loaders.get(Path(name).as_posix()), self._tftp_assets.get(name), ramdisk):
             if served is not None and served.is_file():
                 return served
         return None

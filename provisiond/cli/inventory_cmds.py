@@ -36,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     render = commands.add_parser(
         "render", help="print a node's answer file (kickstart, preseed), deploy layout script "
         "(image method) or role manifest (secrets masked)")
-    render.add_argument("kind", choices=(*sorted(METHODS), "deploy", "manifest"),
+    render.add_argument("kind", choices=(*sorted(m for m in METHODS if METHODS[m].template), "deploy", "manifest"),
                         help="an install method's answer file, the deploy layout script, or the manifest")
     render.add_argument("host")
     render.add_argument(

@@ -99,12 +99,13 @@ def create_app(
         base_url=base_url, instance=instance,
     )
 
-    from provisiond.http import agent, api, boot, install
+    from provisiond.http import agent, api, boot, deploy, install
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(agent.bp)
+    app.register_blueprint(deploy.bp)
 
     @app.before_request
     def _start() -> None:

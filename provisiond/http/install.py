@@ -42,6 +42,6 @@ def _serve(hostname: str, kind: str) -> Response:
     return Response(text, mimetype="text/plain")
 
 
-for _method in METHODS.values():
+for _method in (m for m in METHODS.values() if m.template):  # the image method serves its own
     bp.add_url_rule(f"{_method.answer_route}/<string:hostname>", _method.name,
                     lambda hostname, kind=_method.name: _serve(hostname, kind))

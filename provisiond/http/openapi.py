@@ -40,6 +40,51 @@ _ASSET_RESPONSES = {
     "416": {"description": "the range lies outside the file"},
 }
 
+_IMAGE_NODE = {"401": _text("no token"), "403": _text("another node's or a stale token"),
+               "404": _text("unknown node, or it does not install by image")}
+# The image method's deploy ramdisk (http/deploy.py, docs/images.md).
+DEPLOY_PATHS: dict[str, Any] = {
+    "/images/ramdisk/{os_name}/{name}": {"get": {
+        "summary": "the deploy ramdisk's kernel (vmlinuz) or initramfs (initrd.img)",
+        "parameters": [{"name": "os_name", "in": "path", "required": True, "schema": {"type": "string"}},
+                       {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {**_ASSET_RESPONSES, "404": _text("not built (provisiond image build)")}}},
+    "/deploy/{hostname}/env": {"get": {
+        "summary": "deploy settings as shell assignments: token, disk, firmware, image URL + sha256",
+        "description": "Served only to the node itself or the operator; the node's fetch moves it "
+                       "to installing. No root image for its OS and role: 503 and the node fails.",
+        "parameters": [_HOST], "security": [{}, {"operatorToken": []}],
+        "responses": {"200": _text("KEY='value' lines"), "403": _text("not this node"),
+                      "404": _text("unknown node, or it does not install by image"),
+                      "503": _text("no root image built for the node's OS and role")}}},
+    "/deploy/{hostname}/layout.sh": {"get": {
+        "summary": "the layout script for the node's disk (partitions, LVM, mkfs, mounts, fstab)",
+        "parameters": [_HOST, {"name": "disk_bytes", "in": "query", "schema": {"type": "string"},
+                               "description": "the disk size the ramdisk found, in bytes"}],
+        "security": [{"nodeToken": []}],
+        "responses": {"200": _text("POSIX sh script"), "400": _text("disk_bytes not a number"),
+                      "409": _text("the disk is too small: the node fails"), **_IMAGE_NODE}}},
+    "/deploy/{hostname}/node.sh": {"get": {
+        "summary": "identity and boot-loader script (sh node.sh identity|bootloader|unmount)",
+        "parameters": [_HOST], "security": [{"nodeToken": []}],
+        "responses": {"200": _text("POSIX sh script"), **_IMAGE_NODE}}},
+    "/deploy/{hostname}/root.tar.zst": {"get": {
+        "summary": "the root image of the node's OS and role",
+        "parameters": [_HOST], "security": [{"nodeToken": []}],
+        "responses": {**_ASSET_RESPONSES, **_IMAGE_NODE}}},
+    "/deploy/{hostname}/report": {"post": {
+        "summary": "one deploy phase started, done or failed (failed fails the node)",
+        "parameters": [_HOST,
+                       {"name": "phase", "in": "query", "required": True, "schema": {"type": "string"}},
+                       {"name": "status", "in": "query", "required": True,
+                        "schema": {"type": "string", "enum": ["started", "done", "failed"]}},
+                       {"name": "uptime", "in": "query", "schema": {"type": "string"}}],
+        "security": [{"nodeToken": []}],
+        "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        "responses": {"200": _text("the node's state after the report"),
+                      "400": _text("bad phase or status"), **_IMAGE_NODE}}},
+}
+
 SCHEMAS: dict[str, Any] = {
     "State": {"type": "string", "enum": ["new", "powering-on", "pxe", "installing", "installed",
                                          "configuring", "ready", "failed"]},
@@ -176,6 +221,7 @@ def document() -> dict[str, Any]:
                 "parameters": [_HOST], "security": [{}, {"operatorToken": []}],
                 "responses": {"200": _text("preseed"), "403": _text("not this node"),
                               "404": _text("unknown node or not a preseed OS")}}},
+            **DEPLOY_PATHS,
             **agent_openapi.PATHS,
         },
     }

@@ -1,7 +1,7 @@
 """The deploy layout script: the storage model's third renderer (after kickstart and preseed).
 
 The deploy ramdisk runs this POSIX shell script against the node's disk: it clears the disk,
-partitions it with parted (msdos for BIOS, GPT with an ESP for UEFI), creates the PVs, VGs
+partitions it with parted in exact byte bounds (msdos for BIOS, GPT with an ESP for UEFI), creates the PVs, VGs
 and LVs with LVM's 4 MiB extents, makes every file system, mounts them under $TARGET and
 writes $TARGET/etc/fstab by UUID. Every size comes from `provisiond.layouts.plan_layout`;
 nothing here decides one.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shlex
 
-from provisiond.layouts import ALIGN_MIB, EBR_MIB, EXTENT_MIB, GPT_BACKUP_MIB, Layout, LogicalVolume, Partition
+from provisiond.layouts import ALIGN_MIB, EBR_MIB, EXTENT_MIB, GPT_BACKUP_MIB, MIB, Layout, LogicalVolume, Partition
 
 MKFS = {
     "ext4": "mkfs.ext4 -q -F",
@@ -23,6 +23,9 @@ MKFS = {
 }
 FSTAB_TYPE = {"efi": "vfat"}
 FSTAB_OPTIONS = {"/": "errors=remount-ro", "/boot/efi": "umask=0077"}
+# systemd waits 90 s for each fstab device by default; slow first boots (several TCG guests
+# on shared cores: udev's coldplug took 173 s in the lab) dropped to emergency mode.
+DEVICE_TIMEOUT = "x-systemd.device-timeout=600s"
 
 
 def _q(value: str) -> str:
@@ -53,9 +56,11 @@ def _mkpart(layout: Layout, part: Partition, start: int, end: int) -> str:
     else:
         kind = part.kind
     fs = {"efi": "fat32", "ext4": "ext4", "xfs": "xfs"}.get(part.fstype or "", "")
-    words = ["parted", "-s", "-a", "none", '"$DISK"', "unit", "MiB", "mkpart", _q(kind)]
+    # Bytes, the end inclusive: exact in parted (a MiB end at the very end of the disk is
+    # refused as "outside of the device" by parted's rounding).
+    words = ["parted", "-s", "-a", "none", '"$DISK"', "unit", "B", "mkpart", _q(kind)]
     words += [fs] if fs else []
-    words += [str(start), str(end)]
+    words += [str(start * MIB), str(end * MIB - 1)]
     flag = None
     if part.fstype == "efi":
         flag = "esp"
@@ -140,11 +145,11 @@ def render_layout_script(layout: Layout, hostname: str) -> str:
               f"# provisiond: {layout.role} layout on {layout.device}, by UUID"]
     for device, mount, fstype in _mounts(layout):
         passno = 1 if mount in ("/", "/boot/efi") else 2
-        options = FSTAB_OPTIONS.get(mount, "defaults")
+        options = f"{FSTAB_OPTIONS.get(mount, 'defaults')},{DEVICE_TIMEOUT}"
         lines.append(f"UUID=$(uuid {device}) {mount} {FSTAB_TYPE.get(fstype, fstype)} {options} 0 {passno}")
     for vg in layout.volume_groups:
         for lv in vg.logical_volumes:
             if lv.is_swap:
-                lines.append(f"UUID=$(uuid {_lv_device(vg.name, lv)}) none swap sw 0 0")
+                lines.append(f"UUID=$(uuid {_lv_device(vg.name, lv)}) none swap sw,{DEVICE_TIMEOUT} 0 0")
     lines += ["EOF", 'step "done"', ""]
     return "\n".join(lines)

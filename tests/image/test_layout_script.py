@@ -9,21 +9,23 @@ layout the kickstart and preseed renderers say (each parsed by its installer's o
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PAPER_COMPUTE_DISK, SITE_YAML
+from conftest import PAPER_COMPUTE_DISK, SITE_YAML, require_program
 from test_layouts import TABLE_2, TABLE_3
 from test_render_kickstart import parse as parse_kickstart
 from test_render_preseed import decode, preseed_values, recipes_sh  # noqa: F401 (a fixture)
 
 from provisiond.cli import main
 from provisiond.errors import UserError
-from provisiond.images.layout_script import render_layout_script
+from provisiond.images.layout_script import partition_bounds, render_layout_script
 from provisiond.inventory import load_inventory
 from provisiond.layouts import MIB, partition_name, plan_layout, vg_capacity
 from provisiond.render import MB_PER_MIB, Renderer
@@ -42,13 +44,16 @@ nodes:
 BOTH_ROLES_BOTH_FIRMWARES = ["compute1", "controller", "compute-uefi", "controller-uefi"]
 RECORDED = ["blockdev", "lsblk", "wipefs", "vgchange", "parted", "pvcreate", "vgcreate", "lvcreate",
             "mkfs.ext4", "mkfs.xfs", "mkfs.vfat", "mkswap", "mount", "blkid"]
+# Every disk tool is recorded; parted also runs for real when $DISK is a (sparse) file.
 RECORDER = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$RECORD"
 case "$(basename "$0")" in
   blockdev) echo "$DISK_BYTES" ;;
   lsblk) echo "$DISK" ;;
   blkid) echo "uuid-of-$(echo "$5" | tr / _)" ;;
+  parted) [ -f "$DISK" ] && exec "$REAL_PARTED" "$@" ;;
 esac
+exit 0
 """
 
 
@@ -57,8 +62,10 @@ def inventory(write_inventory):
     return load_inventory(write_inventory(SITE_YAML + NODES))
 
 
-def run_recorded(script: str, tmp_path: Path, device: str, disk_bytes: int) -> tuple[subprocess.CompletedProcess, list[list[str]], Path]:
-    """Run the script with `sh`, disk tools recorded instead of run; (result, calls, target)."""
+def run_recorded(script: str, tmp_path: Path, device: str, disk_bytes: int,
+                 disk_file: Path | None = None) -> tuple[subprocess.CompletedProcess, list[list[str]], Path]:
+    """Run the script with `sh`, disk tools recorded instead of run (parted for real on
+    `disk_file` when given); (result, calls, target)."""
     bin_dir, target = tmp_path / "bin", tmp_path / "target"
     bin_dir.mkdir(parents=True, exist_ok=True)
     target.mkdir(exist_ok=True)
@@ -73,14 +80,16 @@ def run_recorded(script: str, tmp_path: Path, device: str, disk_bytes: int) -> t
     path = tmp_path / "layout.sh"
     path.write_text(script)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(record), "DISK_BYTES": str(disk_bytes),
-           "DISK": f"/dev/{device}", "TARGET": str(target)}
+           "DISK": str(disk_file) if disk_file else f"/dev/{device}", "TARGET": str(target),
+           "REAL_PARTED": shutil.which("parted", path="/usr/sbin:/sbin:/usr/bin") or "parted"}
     result = subprocess.run(["sh", str(path)], capture_output=True, text=True, env=env, timeout=60)
     calls = [shlex.split(line) for line in record.read_text().splitlines()]
     return result, calls, target
 
 
-def table_from_calls(calls: list[list[str]], device: str, target: Path) -> dict:
+def table_from_calls(calls: list[list[str]], device: str, target: Path, disk: str | None = None) -> dict:
     """The layout the script made, in the shape of partition-tables.yaml, from the tool calls."""
+    disk = disk or f"/dev/{device}"
     label, parts, next_number = None, {}, 1
     by_device: dict[str, int] = {}
     pvs, vgs, fstypes, mounts = {}, {}, {}, {}
@@ -89,15 +98,18 @@ def table_from_calls(calls: list[list[str]], device: str, target: Path) -> dict:
         if tool == "parted" and "mklabel" in args:
             label = args[args.index("mklabel") + 1]
         elif tool == "parted" and "mkpart" in args:
+            assert args[args.index("unit") + 1] == "B"
             words = args[args.index("mkpart") + 1:]
             numbers = [w for w in words if w.isdigit()]
-            start, end = int(numbers[0]), int(numbers[1])
+            start, end = int(numbers[0]), int(numbers[1]) + 1  # parted's end byte is inclusive
+            assert start % MIB == 0 and end % MIB == 0, (start, end)
+            start, end = start // MIB, end // MIB
             kind = words[0] if label == "msdos" else "primary"
             number = max(next_number, 5) if kind == "logical" else next_number
             next_number = number + 1
             flags = words[words.index("set") + 1:] if "set" in words else []
             parts[number] = {"kind": kind, "size": end - start, "flags": flags}
-            by_device[f"/dev/{partition_name(device, number)}"] = number
+            by_device[partition_device(disk, number)] = number
         elif tool == "pvcreate":
             pvs[args[-1]] = None
         elif tool == "vgcreate":
@@ -115,7 +127,7 @@ def table_from_calls(calls: list[list[str]], device: str, target: Path) -> dict:
 
     partitions = []
     for number, part in sorted(parts.items()):
-        dev = f"/dev/{partition_name(device, number)}"
+        dev = partition_device(disk, number)
         row: dict = {"name": partition_name(device, number), "size": part["size"]}
         if part["kind"] == "extended":
             row["type"] = "extended"
@@ -142,6 +154,11 @@ def table_from_calls(calls: list[list[str]], device: str, target: Path) -> dict:
                 | {"fstype": fstypes[dev]})
         groups[name] = entry
     return {"disk": device, "partitions": partitions, "volume_groups": groups, "label": label}
+
+
+def partition_device(disk: str, number: int) -> str:
+    """What the script's part() helper says: /dev/sda1, /dev/nvme0n1p1."""
+    return f"{disk}p{number}" if disk[-1].isdigit() else f"{disk}{number}"
 
 
 def deploy_table(inventory, tmp_path: Path, host: str) -> tuple[dict, Path]:
@@ -193,15 +210,16 @@ def test_fstab_by_uuid_mounts_every_file_system(inventory, tmp_path, host):
     else:
         assert "/boot/efi" not in by_mount
     assert len(rows) == len(by_mount)
+    assert all("x-systemd.device-timeout=600s" in row[3].split(",") for row in rows)  # slow first boots
 
 
 def test_esp_on_gpt_and_boot_flag_on_msdos(inventory):
     uefi = Renderer(inventory).deploy_script(inventory.node("compute-uefi"))
     assert 'parted -s -a none "$DISK" mklabel gpt' in uefi
-    assert 'mkpart ESP fat32 1 513 set 1 esp on' in uefi
+    assert f'mkpart ESP fat32 {MIB} {513 * MIB - 1} set 1 esp on' in uefi
     assert "mkfs.vfat -F 32" in uefi
     bios = Renderer(inventory).deploy_script(inventory.node("compute1"))
-    assert 'mklabel msdos' in bios and 'mkpart primary ext4 1 501 set 1 boot on' in bios
+    assert 'mklabel msdos' in bios and f'mkpart primary ext4 {MIB} {501 * MIB - 1} set 1 boot on' in bios
     assert "mkfs.vfat" not in bios and "esp" not in bios
 
 
@@ -315,8 +333,34 @@ def test_three_renderers_say_the_same_layout(inventory, recipes_sh, tmp_path, ho
         assert from_deploy(deploy) == from_deploy(TABLE_2)
 
 
-def test_sizes_are_whole_mib(inventory, tmp_path):
-    """parted is told MiB (IEC units are exact in parted); the disk check counts whole MiB too."""
+@pytest.mark.parametrize("host", ["compute-40g", "controller", "controller-uefi", "compute-uefi"])
+def test_real_parted_makes_the_models_partitions_on_a_disk_file(inventory, tmp_path, host):
+    """parted runs for real on a sparse file of the node's disk size (the very end of the disk
+    included); the partition table it wrote is read back with sfdisk and compared."""
+    require_program("parted")
+    sfdisk = require_program("sfdisk")
+    node = inventory.node(host)
+    layout = plan_layout(node.role, node.disk.size_bytes, device=node.disk.device, uefi=node.uefi)
+    disk = tmp_path / "disk.img"
+    with disk.open("wb") as handle:
+        handle.truncate(node.disk.size_bytes)
+    script = Renderer(inventory).deploy_script(node)
+    result, _, _ = run_recorded(script, tmp_path, node.disk.device, node.disk.size_bytes, disk_file=disk)
+    assert result.returncode == 0, result.stderr
+    table = json.loads(subprocess.run([sfdisk, "--json", str(disk)], capture_output=True, text=True,
+                                      check=True, timeout=30).stdout)["partitiontable"]
+    assert table["label"] == ("gpt" if node.uefi else "dos")
+    sector = table.get("sectorsize", 512)
+    got = {int(p["node"].removeprefix(str(disk))): (p["start"] * sector // MIB, p["size"] * sector // MIB)
+           for p in table["partitions"]}
+    expected = {number: (start, end - start) for number, (start, end) in partition_bounds(layout).items()}
+    assert got == expected
+    bounds = [(p["start"], p["start"] + p["size"]) for p in table["partitions"]]
+    assert max(end for _, end in bounds) * sector <= node.disk.size_bytes - (MIB if node.uefi else 0)
+
+
+def test_sizes_are_whole_mib(inventory):
+    """parted is told exact bytes (whole MiB, end inclusive); the disk check counts whole MiB."""
     script = Renderer(inventory).deploy_script(inventory.node("compute1"))
-    assert "unit MiB mkpart" in script
+    assert "unit B mkpart" in script
     assert f"-lt {PAPER_COMPUTE_DISK // MIB}" in script
