@@ -18,6 +18,13 @@ from provisiond.power.fanout import PowerConfig, run_action
 from provisiond.power.ipmi import IpmiDriver
 
 
+@pytest.fixture(autouse=True)
+def private_bmc_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BMC lock files are machine-wide by design (two provisiond processes never drive one BMC);
+    each test keeps its own directory, so a second test run on the machine is not a busy BMC."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+
+
 @pytest.fixture
 def farm(tmp_path: Path) -> Iterator[Farm]:
     with running_farm(tmp_path) as running:
