@@ -10,7 +10,10 @@ paths in the file are relative to the file's directory, so a site directory can 
     [serve]
     interfaces = ["br-prov"]              # DHCP listens here; TFTP/HTTP bind its site address
     http_port = 8080
-    http_threads = 16                     # gunicorn gthread threads (one worker process)
+    http_threads = 16                     # worker threads (requests are read before a thread
+                                          # takes them: a slow client holds no thread)
+    http_connection_limit = 4096          # open client connections at most (then new ones wait)
+    http_idle_timeout = 60                # seconds a connection may send nothing before it is closed
     tftp_root = "/srv/provisiond/tftp"
     tftp_port = 69
     deadline_check_seconds = 10           # how often overdue nodes are failed
@@ -123,6 +126,8 @@ class Config:
     interfaces: tuple[str, ...] = ()
     http_port: int = 8080
     http_threads: int = 16
+    http_connection_limit: int = 4096
+    http_idle_timeout: int = 60
     tftp_root: Path = Path("/srv/provisiond/tftp")
     tftp_port: int = 69
     deadline_check_seconds: float = 10.0
@@ -166,6 +171,8 @@ class _ServeTable(_Section):
     interfaces: list[Annotated[str, Field(min_length=1)]] | None = None
     http_port: Port | None = None
     http_threads: Annotated[int, Field(gt=0)] | None = None
+    http_connection_limit: Annotated[int, Field(ge=16)] | None = None
+    http_idle_timeout: Annotated[int, Field(gt=0)] | None = None
     tftp_root: PathText | None = None
     tftp_port: Port | None = None
     deadline_check_seconds: Seconds | None = None

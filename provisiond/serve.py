@@ -1,8 +1,8 @@
 """`provisiond serve`: DHCP, TFTP and HTTP around one store, until SIGTERM.
 
 In-process: DHCP (per interface), TFTP (on each interface's site address) and the deadline
-timer, each with start()/stop(). HTTP: gunicorn (gthread worker, sendfile) as a child
-process managed by PID, bound to the same addresses. All share the SQLite store (WAL), so a
+timer, each with start()/stop(). HTTP: waitress (provisiond.http.wsgi) as a child process
+managed by PID, bound to the same addresses. All share the SQLite store (WAL), so a
 killed and restarted server resumes exactly where it was: state, leases and events are on disk.
 """
 
@@ -42,7 +42,7 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent() -> None:
-    """In the gunicorn child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
+    """In the HTTP child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
     the HTTP port."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -76,7 +76,8 @@ class DeadlineTimer:
 
 
 class HttpProcess:
-    """gunicorn as a child process: started, health-checked and stopped by PID."""
+    """The HTTP service (waitress) as a child process: started, health-checked and stopped by
+    PID."""
 
     def __init__(self, config: Config, addresses: list[IPv4Address], base_url: str | None,
                  verbosity: int) -> None:
@@ -88,13 +89,14 @@ class HttpProcess:
 
     def command(self) -> list[str]:
         binds = [arg for address in self.addresses
-                 for arg in ("--bind", f"{address}:{self.config.http_port}")]
-        return [sys.executable, "-m", "gunicorn", "-c", "python:provisiond.http.wsgi",
-                "--threads", str(self.config.http_threads), *binds,
-                "provisiond.http.wsgi:app_from_env()"]
+                 for arg in ("--listen", f"{address}:{self.config.http_port}")]
+        return [sys.executable, "-m", "provisiond.http.wsgi", *binds,
+                "--threads", str(self.config.http_threads),
+                "--connection-limit", str(self.config.http_connection_limit),
+                "--idle-timeout", str(self.config.http_idle_timeout)]
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start gunicorn and wait until *it* answers (another server on the port does not
+        """Start the HTTP service and wait until *it* answers (another server on the port does not
         count: the health check must echo this start's instance id)."""
         instance = secrets.token_hex(8)
         env = dict(os.environ)
@@ -114,7 +116,7 @@ class HttpProcess:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
-                raise UserError(f"the HTTP service (gunicorn) exited with {code} while starting on "
+                raise UserError(f"the HTTP service exited with {code} while starting on "
                                 f"port {self.config.http_port}: see its log above (port in use? "
                                 "pass another --http-port)")
             try:
@@ -132,7 +134,7 @@ class HttpProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (gunicorn finishes requests for up to graceful_timeout), then SIGKILL."""
+        """SIGTERM, then SIGKILL."""
         if self.process is None:
             return
         if self.process.poll() is None:
