@@ -21,7 +21,7 @@ import shlex
 from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
-from provisiond.http import ctx, node_or_404
+from provisiond.http import ctx, is_ascii_number, node_or_404
 from provisiond.http.auth import bearer_token, is_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
@@ -119,7 +119,7 @@ def layout_script(hostname: str) -> Response:
     raw = request.args.get("disk_bytes")
     disk_bytes = None
     if raw is not None:
-        if not raw.isdigit():
+        if not is_ascii_number(raw):
             abort(400, description=f"disk_bytes must be a whole number of bytes, got {raw!r}")
         disk_bytes = int(raw)
         declared = node.disk.size_bytes

@@ -49,7 +49,8 @@ def window_cap(blksize: int, client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF) -> int:
 
 def _int(value: str) -> int | None:
     value = value.strip()
-    return int(value) if value.isdigit() else None
+    # isdigit() alone takes superscripts (which int() refuses) and other scripts' digits.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def negotiate(
