@@ -16,6 +16,9 @@ paths in the file are relative to the file's directory, so a site directory can 
     http_idle_timeout = 60                # seconds a connection may send nothing before it is closed
     tftp_root = "/srv/provisiond/tftp"
     tftp_port = 69
+    tftp_max_transfers = 256              # TFTP transfers at once, for all clients
+    tftp_max_per_client = 8               # ... and from one client address
+    tftp_max_silence = 30                 # seconds a transfer waits for a client that went quiet
     deadline_check_seconds = 10           # how often overdue nodes are failed
     dhcp_proxy = false                    # proxyDHCP beside an existing DHCP server
     bios_loader = "undionly.kpxe"         # what BIOS PXE firmware gets (or "pxelinux.0")
@@ -130,6 +133,9 @@ class Config:
     http_idle_timeout: int = 60
     tftp_root: Path = Path("/srv/provisiond/tftp")
     tftp_port: int = 69
+    tftp_max_transfers: int = 256
+    tftp_max_per_client: int = 8
+    tftp_max_silence: float = 30.0
     deadline_check_seconds: float = 10.0
     dhcp_proxy: bool = False
     bios_loader: str = "undionly.kpxe"
@@ -175,6 +181,9 @@ class _ServeTable(_Section):
     http_idle_timeout: Annotated[int, Field(gt=0)] | None = None
     tftp_root: PathText | None = None
     tftp_port: Port | None = None
+    tftp_max_transfers: Annotated[int, Field(gt=0)] | None = None
+    tftp_max_per_client: Annotated[int, Field(gt=0)] | None = None
+    tftp_max_silence: Annotated[float, Field(ge=2)] | None = None
     deadline_check_seconds: Seconds | None = None
     dhcp_proxy: bool | None = None
     templates: list[PathText] | None = None

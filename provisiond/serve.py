@@ -204,7 +204,10 @@ class Server:
         config, inventory, store = self.config, self.inventory, self.store
         boot = BootService(inventory, store, config, endpoint.base_url)
         tftp = TftpServer(config.tftp_root, str(endpoint.address), config.tftp_port,
-                          responder=boot.tftp_responder, on_transfer=self._transfer)
+                          responder=boot.tftp_responder, on_transfer=self._transfer,
+                          max_transfers=config.tftp_max_transfers,
+                          max_per_client=config.tftp_max_per_client,
+                          max_silence=config.tftp_max_silence)
         tftp.start()
         self._started.append((f"tftp {endpoint.address}", tftp))
         dhcp = DhcpServer(inventory, store, endpoint.interface, http_port=config.http_port,
