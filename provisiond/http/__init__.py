@@ -30,7 +30,7 @@ from provisiond.render import Renderer
 from provisiond.store import Store
 
 log = logging.getLogger("provisiond.http")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 @dataclass
