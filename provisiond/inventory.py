@@ -45,7 +45,17 @@ _MAC_PLAIN = re.compile(r"^[0-9a-f]{12}\Z")
 _MAC_CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\Z")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _DEVICE = re.compile(r"^(?:/dev/)?[A-Za-z0-9][A-Za-z0-9_./:-]*\Z")
-_CRYPT_HASH = re.compile(r"^\$(?:1|5|6|y|gy|7|2[abxy]?)\$[./A-Za-z0-9$=,-]{8,}\Z")
+# crypt(3) strings, per scheme: what libxcrypt accepts (salt and hash lengths are exact, so a
+# truncated or hand-edited hash, which would lock root out, is refused).
+_B64 = "[./A-Za-z0-9]"
+_CRYPT_HASH = re.compile(
+    rf"^(?:\$1\${_B64}{{1,8}}\${_B64}{{22}}"  # MD5-crypt (weak: check warns)
+    rf"|\$5\$(?:rounds=[0-9]+\$)?{_B64}{{1,16}}\${_B64}{{43}}"  # SHA-256-crypt
+    rf"|\$6\$(?:rounds=[0-9]+\$)?{_B64}{{1,16}}\${_B64}{{86}}"  # SHA-512-crypt
+    rf"|\$g?y\${_B64}+\${_B64}+\${_B64}{{43}}"  # yescrypt, gost-yescrypt
+    rf"|\$7\${_B64}{{11,}}\${_B64}{{43}}"  # scrypt
+    rf"|\$2[abxy]\$[0-9]{{2}}\${_B64}{{53}})\Z")
+_WEAK_HASH_PREFIXES = {"$1$": "MD5-crypt"}
 _SSH_KEY = re.compile(r"^(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+"
                       r'(?: [^\x00-\x1f\x7f"\\]*)?\Z')  # the comment: no quote (kickstart quotes it)
 # Values that reach an answer file's line (d-i ..., a kickstart command): one word of the
@@ -274,8 +284,9 @@ class Site(_Model):
     def _hash(cls, value: str | None) -> str | None:
         if value is not None and not _CRYPT_HASH.match(value):
             raise ValueError(
-                "not a crypt(3) password hash (expected e.g. $6$salt$...; make one with "
-                "`openssl passwd -6`); clear-text passwords are not accepted"
+                "not a crypt(3) password hash: make one with `openssl passwd -6` (e.g. $6$, a "
+                "salt of up to 16 characters, $, 86 characters); a truncated or edited hash "
+                "would lock root out, and clear-text passwords are not accepted"
             )
         return value
 
@@ -848,6 +859,11 @@ def load_inventory(path: Path | str) -> Inventory:
         for _, node in parsed
         if node.bmc is not None and node.bmc.password_env and node.bmc.password_env not in os.environ
     ]
+    weak = next((name for prefix, name in _WEAK_HASH_PREFIXES.items()
+                 if (site.root_password_hash or "").startswith(prefix)), None)
+    if weak:
+        warnings.append(f"site.root_password_hash is {weak}, which is cracked quickly: make a "
+                        "SHA-512 or yescrypt hash (openssl passwd -6, mkpasswd -m yescrypt)")
     if site.root_password_hash is None and not site.ssh_authorized_keys:
         warnings.append(
             "site: neither root_password_hash nor ssh_authorized_keys is set: installed nodes "

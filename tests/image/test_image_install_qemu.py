@@ -29,7 +29,7 @@ MAC = "52:54:00:17:00:11"
 DISK_GIB = 30  # the compute layout needs 25598 MiB; lv_gluster gets the rest
 INVENTORY = LAB_SITE_YAML + """\
   install: image
-  root_password_hash: $6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF.
+  root_password_hash: $6$NTD9RTgBuEBLAtYO$fViymCfiMzQAshwklT09UqAbc4NjMjHujAJtk4W9c4G7UPpRurGuIJtNxbGZyfSOcCQ2LaHgpmn8x1uF1WM0t/
 nodes:
   - {hostname: vm1, mac: 'MAC', role: compute, ip: 10.213.0.11, firmware: FIRMWARE,
      disk: {device: vda, size: DISKGiB}}
