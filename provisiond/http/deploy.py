@@ -91,12 +91,11 @@ def env(hostname: str) -> Response:
     if image is None:
         reason = (f"no root image for {node.os_name}/{node.role} in {context.config.image_cache} "
                   f"(build it on the server: provisiond image build --role {node.role})")
-        if own and not operator:
+        if own and not operator and context.boot.spec(node).install:
             _fail(node, reason, {"phase": "image-lookup"})
         abort(503, description=reason)
     if own and not operator:
-        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
-                              detail={"fetched": "deploy-env", "peer": peer})
+        context.boot.answer_fetched(node, "deploy-env", peer)
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {

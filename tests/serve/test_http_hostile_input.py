@@ -9,6 +9,7 @@ import logging
 import pytest
 from flask.testing import FlaskClient
 
+from provisiond.lifecycle import State
 from provisiond.logs import KeyValueFormatter, log_event
 from provisiond.store import Store
 from provisiond.tftp.options import negotiate
@@ -67,3 +68,17 @@ def test_control_characters_from_a_request_never_reach_the_log_raw(client: Flask
         assert raw not in text
     assert "\\x1b[2J\\x00\\r\\nforged=1\\x9b" in lines[0]
     assert 'name="a\\x1b]0;x\\x07b\\rc\\x85d"' in lines[1]
+
+
+def test_answer_file_fetch_moves_state_only_when_the_boot_would_install(
+        client: FlaskClient, store: Store, operator: dict[str, str]) -> None:
+    """From the node's own address, unauthenticated: the file is served, but with netboot off
+    the node stays where it is; with netboot on the fetch is the install's first sign."""
+    node1 = {"REMOTE_ADDR": "10.213.0.11"}
+    assert store.node("node1").netboot is False
+    reply = client.get("/preseed/node1", environ_base=node1)
+    assert reply.status_code == 200
+    assert store.node("node1").state is State.NEW
+    client.put("/api/v1/nodes/node1/netboot", json={"enabled": True}, headers=operator)
+    assert client.get("/preseed/node1", environ_base=node1).status_code == 200
+    assert store.node("node1").state is State.INSTALLING
