@@ -14,7 +14,6 @@ import jinja2
 
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory, Node
-from provisiond.render import one_line
 from provisiond.roles import ManifestError, generate_manifest, mask_secrets, resolve_secrets, secret_names
 
 
@@ -37,7 +36,6 @@ def manifest_environment(template_dirs: list[Path] | None = None) -> jinja2.Envi
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
-        finalize=one_line,
     )
 
 

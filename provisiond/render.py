@@ -27,10 +27,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def one_line(value: Any) -> Any:
-    """Jinja2 `finalize` for every generated file: no expression may write a control
-    character. Every format here is line-based (preseed d-i lines, kickstart commands, shell,
-    YAML manifests): a value with a newline would add a line of its own making, so it is
-    refused at rendering, whatever let it through before (the inventory refuses it first)."""
+    """Jinja2 `finalize` for answer files: no expression may write a control character. Both
+    formats are line-based (preseed d-i lines, kickstart commands, shell): a value with a
+    newline would add a line of its own making, so it is refused at rendering, whatever let
+    it through before (the inventory refuses it first). Manifests are YAML whose macros write
+    whole blocks; their values go through `tojson`, which escapes newlines."""
     if isinstance(value, str) and _CONTROL.search(value):
         raise jinja2.TemplateRuntimeError(
             f"the value {value[:60]!r} holds a control character, which would split a line "
