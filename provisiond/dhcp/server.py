@@ -51,6 +51,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
+DECLINE_REPORT_INTERVAL = 60.0  # one warning and event per MAC per minute
+DECLINE_REPORTS_PER_MINUTE = 30  # and at most this many for all MACs: the rest are counted
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
 # Not more: packets that wait longer than a client's retransmit timeout are wasted work.
 RECEIVE_BUFFER = 1024 * 1024
@@ -130,6 +132,8 @@ class DhcpServer:
         self._reserved = {node.ip for node in inventory.nodes}
         self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
         self._seen: dict[str, float] = {}
+        self._declines_reported: dict[str, float] = {}  # mac -> when its last one was reported
+        self._decline_window = (0.0, 0)  # (minute start, reports in it)
         self._sockets: list[socket.socket] = []
         self._pktinfo: list[tuple[int, int, bytes]] = []
         self._stop = threading.Event()
@@ -400,6 +404,23 @@ class DhcpServer:
             self._pool_owner[choice] = (mac, now + OFFER_HOLD_SECONDS)
         return choice
 
+    def _report_decline(self, mac: str) -> bool:
+        """Whether this DECLINE gets a warning and an event: anyone can send DECLINEs, so one
+        per MAC per minute and DECLINE_REPORTS_PER_MINUTE in all (stats count every one)."""
+        now = time.monotonic()
+        if now - self._declines_reported.get(mac, -DECLINE_REPORT_INTERVAL) < DECLINE_REPORT_INTERVAL:
+            return False
+        start, reported = self._decline_window
+        if now - start >= 60.0:
+            start, reported = now, 0
+        if reported >= DECLINE_REPORTS_PER_MINUTE:
+            return False
+        if len(self._declines_reported) > 10_000:
+            self._declines_reported.clear()
+        self._declines_reported[mac] = now
+        self._decline_window = (start, reported + 1)
+        return True
+
     def _record_seen(self, request: DhcpPacket) -> None:
         """Remember a MAC that is not in the inventory (at most once a minute per MAC)."""
         now = time.monotonic()
@@ -439,10 +460,14 @@ class DhcpServer:
                 if who is not None and self.pool is not None and who.ip in self.pool:
                     # Someone else uses it: keep it out of the pool for a lease time.
                     self._pool_owner[who.ip] = ("declined", time.time() + self.lease_time)
-                log.warning("%s (%s) declined %s: %s", mac, hostname or "pool", who and who.ip,
-                            decision.reason)
-                self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
-                                     {"mac": mac, "ip": str(who.ip) if who else None})
+                self.stats["declines"] += 1
+                if self._report_decline(mac):
+                    log.warning("%s (%s) declined %s: %s", mac, hostname or "pool",
+                                who and who.ip, decision.reason)
+                    self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
+                                         {"mac": mac, "ip": str(who.ip) if who else None})
+                else:
+                    self.stats["declines-not-reported"] += 1
         spec = who.boot if who else None
         if spec is not None and decision.boot_file and (
             decision.action is Action.ACK or (self.proxy and decision.reply is not None)

@@ -194,6 +194,14 @@ def test_relay_outside_site_network_is_ignored() -> None:
     assert answer(req).action is Action.IGNORE
 
 
+def test_relay_at_the_network_or_broadcast_address_is_ignored() -> None:
+    for address in (SITE.network.broadcast_address, SITE.network.network_address):
+        req = request(MessageType.DISCOVER)
+        req.giaddr = address
+        decision = answer(req)
+        assert decision.action is Action.IGNORE and "not a relay" in decision.reason
+
+
 def test_release_decline_inform() -> None:
     release = request(MessageType.RELEASE, o54=SERVER.packed)
     release.ciaddr = NODE.ip
