@@ -88,6 +88,18 @@ DEPLOY_PATHS: dict[str, Any] = {
 SCHEMAS: dict[str, Any] = {
     "State": {"type": "string", "enum": ["new", "powering-on", "pxe", "installing", "installed",
                                          "configuring", "ready", "failed"]},
+    "DoctorReport": {
+        "type": "object", "required": ["status", "counts", "results"],
+        "properties": {
+            "status": {"enum": ["ok", "warn", "fail"]},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "results": {"type": "array", "items": {
+                "type": "object", "required": ["check", "status", "message", "fix", "subject"],
+                "properties": {"check": {"type": "string"}, "status": {"enum": ["ok", "warn", "fail"]},
+                               "message": {"type": "string"}, "fix": {"type": "string"},
+                               "subject": {"type": "string", "description": "a node, port, interface, zone"}}}},
+        },
+    },
     "Error": {"type": "object", "required": ["error", "detail"],
               "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
     "Event": {
@@ -176,6 +188,12 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _NODE_STATE, "400": _error("bad body"),
                               "401": _error("no token"), "403": _error("wrong token"),
                               "404": _error("not in the inventory")}}},
+            "/api/v1/doctor": {"get": {
+                "summary": "operator: the preflight report (as `provisiond doctor --json`)",
+                "security": [{"operatorToken": []}],
+                "responses": {"200": {"description": "every check, ok / warn / fail", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/DoctorReport"}}}},
+                    "401": _error("no token"), "403": _error("wrong token")}}},
             "/api/v1/events": {"get": {
                 "summary": "events after an id (poll with since=last_id)",
                 "parameters": [
