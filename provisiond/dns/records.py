@@ -49,6 +49,7 @@ class Change:
     rtype: str
     old: tuple[str, ...]
     new: tuple[str, ...]
+    owned: bool = False  # the name already carries the marker (an add after a partial failure)
 
     @property
     def kind(self) -> str:
@@ -139,16 +140,17 @@ def plan(wanted: Desired, contents: dict[str, ZoneContents], site: str) -> Plan:
             conflicts.append(f"{record_set.name} exists without provisiond's marker "
                              f"({', '.join(sorted(held))} records); left alone")
         elif current != record_set.values:
-            changes.append(Change(record_set.zone, record_set.name, record_set.rtype, current, record_set.values))
+            changes.append(Change(record_set.zone, record_set.name, record_set.rtype, current, record_set.values,
+                                  owned=bool(held)))
     for zone, names in sorted(contents.items()):
         for name, held in sorted(names.items()):
             if (zone, name) in wanted_names or mark not in held.get("TXT", frozenset()):
                 continue
             for rtype in MANAGED_TYPES:
                 if held.get(rtype):
-                    changes.append(Change(zone, name, rtype, tuple(sorted(held[rtype])), ()))
+                    changes.append(Change(zone, name, rtype, tuple(sorted(held[rtype])), (), owned=True))
             if not any(held.get(rtype) for rtype in MANAGED_TYPES):
-                changes.append(Change(zone, name, "TXT", (mark,), ()))
+                changes.append(Change(zone, name, "TXT", (mark,), (), owned=True))
     return Plan(tuple(changes), tuple(conflicts), wanted.problems)
 
 
@@ -158,14 +160,14 @@ def update_message(change: Change, site: str, ttl: int, key: dns.tsig.Key) -> dn
     message = dns.update.UpdateMessage(change.zone, keyring=key)
     name = dns.name.from_text(change.name)
     txt = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [mark.encode()])
-    if change.kind == "add":
+    if not change.owned:
         message.absent(name)  # nobody else holds the name (else: YXDOMAIN, nothing changes)
         message.add(name, ttl, "TXT", txt.to_text())
         for value in change.new:
             message.add(name, ttl, change.rtype, value)
         return message
     message.present(name, txt)
-    if change.rtype != "TXT":
+    if change.rtype != "TXT" and change.old:
         rdatas = [dns.rdata.from_text("IN", change.rtype, value) for value in change.old]
         message.present(name, *rdatas)
         message.delete(name, change.rtype)

@@ -6,6 +6,7 @@ from typing import Any
 
 from provisiond import __version__
 from provisiond.http import agent_openapi
+from provisiond.lifecycle import Source
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -107,8 +108,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"}, "ts": {"type": "number", "description": "Unix time"},
             "host": {"type": ["string", "null"]}, "kind": {"type": "string", "examples": ["state:pxe"]},
-            "source": {"type": "string", "enum": ["dhcp", "tftp", "http", "ipmi", "agent",
-                                                   "operator", "timer"]},
+            "source": {"type": "string", "enum": [str(source) for source in Source]},
             "detail": {"type": "object"},
         },
     },

@@ -65,10 +65,20 @@ def test_update_messages_carry_prerequisites():
     text = add.to_text()
     assert ";PREREQ\nnode1.lab.example. NONE ANY\n" in text  # prerequisite: the name is not in use
     assert 'node1.lab.example. 300 IN TXT "heritage=provisiond,site=lab"' in text
-    move = update_message(Change(ZONE, "node1.lab.example", "A", ("10.213.0.11",), ("10.213.0.12",)),
+    move = update_message(Change(ZONE, "node1.lab.example", "A", ("10.213.0.11",), ("10.213.0.12",), owned=True),
                           "lab", 300, key).to_text()
     assert "node1.lab.example. 0 IN A 10.213.0.11" in move  # prerequisite: the old value held
     assert "node1.lab.example. ANY A" in move and "node1.lab.example. 300 IN A 10.213.0.12" in move
+
+
+def test_a_marked_name_without_its_record_gets_it_back():
+    """After a half-done add (marker there, A missing) the add requires the marker, not an unused name."""
+    zone = {ZONE: {"node1.lab.example": {"TXT": frozenset({MARK})}}}
+    (change,) = [c for c in plan(wanted(("node1", "10.213.0.11")), zone, "lab").changes if c.zone == ZONE]
+    assert change.kind == "add" and change.owned
+    text = update_message(change, "lab", 300, dns.tsig.Key("k", SECRET, "hmac-sha256")).to_text()
+    assert 'node1.lab.example. 0 IN TXT "heritage=provisiond,site=lab"' in text.split(";UPDATE")[0]
+    assert "NONE ANY" not in text
 
 
 def test_reverse_zone_defaults_follow_the_octet_boundary():
