@@ -162,3 +162,30 @@ def test_a_refused_update_is_an_event_not_a_crash(bind, tmp_path):
 def _dig_present():
     if shutil.which("dig") is None:
         pytest.skip("dig is not installed (deps/apt/dns.txt)")
+
+
+def test_doctor_checks_the_server_and_the_key(bind, tmp_path):
+    from provisiond.config import Config
+    from provisiond.doctor.run import DoctorOptions, run_doctor
+
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11})
+    config = Config(inventory=inventory_file, state_dir=tmp_path / "state")
+    only_dns = DoctorOptions(skip=frozenset({"port", "assets", "answers", "bmc"}))
+    results = [r for r in run_doctor(config, only_dns).results if r.check == "dns"]
+    assert [(r.subject, r.status.value) for r in results] == [(ZONE, "ok"), ("0.213.10.in-addr.arpa", "ok")]
+
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"; }};\n')
+    write_inventory(inventory_file, bind, {"node1": 11}, key_file=wrong)
+    report = run_doctor(config, only_dns)
+    failed = [r for r in report.results if r.check == "dns" and r.status.value == "fail"]
+    assert len(failed) == 2 and all("BADSIG" in r.message for r in failed)
+    assert report.exit_code == 1
+
+
+def test_dns_sync_without_dns_update_says_what_to_add(tmp_path):
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(SITE.split("  dns_update:")[0] + "nodes:\n" + NODE.format(name="node1", octet=11))
+    result = cli("--inventory", str(inventory), "--state-dir", str(tmp_path / "state"), "dns", "sync", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no dns_update section" in result.stderr and "docs/dns.md" in result.stderr
