@@ -3,7 +3,7 @@
     ts=2026-11-21T02:10:00.123Z level=info logger=provisiond.http event=callback host=node1 ...
 
 Call `log_event(logger, "callback", host=..., status=...)` for a machine-readable line. The
-masking filter runs on every record (also other libraries' and gunicorn's), so a token that
+masking filter runs on every record (also other libraries' and waitress's), so a token that
 slips into a message or an argument is replaced by `***` before it is written.
 """
 

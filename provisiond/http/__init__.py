@@ -4,7 +4,7 @@
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
 (each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
 `agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check). It is
-served by gunicorn (see provisiond.serve), never by Flask's development server.
+served by waitress (see provisiond.serve and provisiond.http.wsgi), never by Flask's development server.
 """
 
 from __future__ import annotations
