@@ -24,14 +24,16 @@ ROOT_PACKAGES = (
     "iproute2", "procps", "less", "chrony",
 )
 # The role's own services, preinstalled with their starts held back (first boot configures).
+# Every node runs glusterd (the controller builds the volume: it must be in the trusted pool to
+# probe; manifests/gluster-server.yaml.j2), and a lab node has no mirror to install it from.
 ROLE_PACKAGES = {
     "compute": ("glusterfs-server", "glusterfs-client"),
-    "controller": ("glusterfs-client",),
+    "controller": ("glusterfs-server", "glusterfs-client"),
 }
 # Services a role enables (Debian ships some disabled, glusterd among them).
 ROLE_SERVICES = {
     "compute": ("glusterd.service",),
-    "controller": (),
+    "controller": ("glusterd.service",),
 }
 BASE_SERVICES = ("systemd-networkd.service", "ssh.service", "provisiond-agent.service")
 
