@@ -30,10 +30,13 @@ ROLE_PACKAGES = {
     "compute": ("glusterfs-server", "glusterfs-client"),
     "controller": ("glusterfs-server", "glusterfs-client"),
 }
-# Services a role enables (Debian ships some disabled, glusterd among them).
+# Services a role enables (Debian ships some disabled, glusterd among them). Not on the
+# controller: glusterd.service is ordered Before=network-online.target, so its start at boot
+# (minutes on a loaded TCG lab node, where it hit its 300 s timeout) holds back the agent,
+# which enables and starts glusterd itself as a manifest step.
 ROLE_SERVICES = {
     "compute": ("glusterd.service",),
-    "controller": ("glusterd.service",),
+    "controller": (),
 }
 BASE_SERVICES = ("systemd-networkd.service", "ssh.service", "provisiond-agent.service")
 
