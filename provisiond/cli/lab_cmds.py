@@ -60,8 +60,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="image (default: the root image, fast) or preseed (the Debian installer)")
     parser.add_argument("--until", choices=UNTIL, default="ready",
                         help="the state every node must reach (default ready)")
-    parser.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
-                        help="bound on the whole run after power-on (default 3600)")
+    parser.add_argument("--timeout", type=float, default=7200, metavar="SECONDS",
+                        help="bound on the whole run after power-on (default 7200: TCG on shared cores)")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="where disks, logs and state go (default /var/tmp/provisiond-lab/PID); "
                         "down/snapshot/restore: the lab running there")

@@ -34,6 +34,7 @@ from provisiond.store import Store
 RUN_ROOT = Path("/var/tmp/provisiond-lab")  # default workdirs: disks, logs, state
 REGISTRY = Path("/run/provisiond/labs")  # one record per running lab, wherever its workdir is
 PROVISIOND = [sys.executable, "-m", "provisiond"]
+LAB_STATE_DEADLINE = 7200  # seconds a lab node may stay installed or configuring
 ORDER = [State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED,
          State.CONFIGURING, State.READY]
 
@@ -142,7 +143,12 @@ class Lab:
         self.inventory.write_text(inventory_yaml(self.nodes, self.install, str(password_file)))
         self.config.write_text(
             "[os.debian12]\n"
-            'cmdline = "console=ttyS0,115200n8"\n' + self.extra_config)
+            'cmdline = "console=ttyS0,115200n8"\n'
+            # TCG guests on a few shared cores: a first boot took 20-30 min under load (the
+            # default deadline of `installed` is 30 min); the lab's --timeout bounds the run.
+            "[timeouts]\n"
+            f"installed = {LAB_STATE_DEADLINE}\n"
+            f"configuring = {LAB_STATE_DEADLINE}\n" + self.extra_config)
         if self.install == "image":
             self._build_images()
         self._say(f"QEMU accelerator: {accelerator()}")
