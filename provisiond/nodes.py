@@ -116,3 +116,14 @@ def _inventory_node(inventory: Inventory | None, hostname: str) -> Node | None:
 def events_view(store: Store, since: int = 0, hostname: str | None = None,
                 limit: int = 1000) -> list[dict[str, Any]]:
     return [event_json(e) for e in store.events(since=since, hostname=hostname, limit=limit)]
+
+
+def discovered_view(store: Store) -> list[dict[str, Any]]:
+    """The discovery list: MACs that asked DHCP but are not in the inventory, newest first,
+    with what their DHCP request said (interface, message, vendor class, arch, host name)."""
+    return store.seen_macs()
+
+
+def transfers_view(store: Store, limit: int = 100) -> dict[str, Any]:
+    """The last `limit` TFTP transfers (newest first) and totals per outcome over all."""
+    return {"transfers": store.transfers(limit), "totals": store.transfer_totals()}

@@ -24,10 +24,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from provisiond.serve import Server
-
     config = effective_config(args).with_overrides(
         interfaces=tuple(args.interface) if args.interface else None,
         tftp_root=args.tftp_root, http_port=args.http_port, tftp_port=args.tftp_port,
     )
+    # The metrics directory must be known before prometheus_client is first imported (it
+    # picks its multiprocess mode then): the HTTP child and this process count into it.
+    from provisiond.metrics_dir import prepare_shared_dir, shared_dir
+
+    prepare_shared_dir(shared_dir(config.state_dir))
+    from provisiond.serve import Server
+
     return Server(config, verbosity=args.verbosity).run()

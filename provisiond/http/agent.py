@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
@@ -225,6 +225,7 @@ def barrier(hostname: str) -> Response:
               if record.state is State.FAILED and record.hostname in names}
     status = evaluate_barrier(_fact_name(fact), names, store.fact_reporters(fact), failed)
     store.set_agent_waiting(node.hostname, status.as_json() if status.state == "waiting" else None)
+    current_app.extensions["provisiond.metrics"].barrier_checks.labels(status.state).inc()
     return jsonify(status.as_json())
 
 
