@@ -22,6 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_from_directory,
     stream_with_context,
     url_for,
 )
@@ -43,8 +45,9 @@ from provisiond.http.auth import bearer_token, is_operator
 from provisiond.lifecycle import State
 from provisiond.store import UnknownNode
 
-bp = Blueprint("web", __name__, template_folder="web_templates", static_folder="web_static",
-               static_url_path="/ui/static")
+bp = Blueprint("web", __name__, template_folder="web_templates")
+STATIC = Path(__file__).with_name("web_static")
+STATIC_FILES = ("page.js", "page.css")
 
 COOKIE = "provisiond_session"
 PHASES = [State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED,
@@ -136,6 +139,14 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     for row in rows:
         counts[row["state"]] += 1
     return counts
+
+
+@bp.get("/ui/static/<string:name>")
+def static(name: str) -> Response:
+    """The page's own script and stylesheet (the only files the browser loads)."""
+    if name not in STATIC_FILES:
+        abort(404, description=f"no file {name} here")
+    return send_from_directory(STATIC, name, max_age=300)
 
 
 @bp.get("/")
