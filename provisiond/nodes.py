@@ -66,8 +66,13 @@ def installer_callback(store: Store, hostname: str, kind: str, peer: str) -> Nod
     Raises KeyError for an unknown kind, IllegalTransition when it does not apply.
     """
     event = CALLBACKS[kind]
-    return store.apply(hostname, event, Source.HTTP, detail={"peer": peer},
-                       netboot=False if event is Event.INSTALL_FINISHED else None)
+    record = store.apply(hostname, event, Source.HTTP, detail={"peer": peer},
+                         netboot=False if event is Event.INSTALL_FINISHED else None)
+    # Every accepted callback is an event of its own (`events HOST`, the API, the web page),
+    # also when it moves no state (install-started after the answer file was fetched).
+    store.add_event(hostname, f"callback:{kind}", Source.HTTP,
+                    {"peer": peer, "state": record.state.value})
+    return record
 
 
 # -- views (the API's JSON shapes; the CLI prints the same) ---------------------------------

@@ -25,7 +25,7 @@ Wants=network-online.target
 [Service]
 Type=exec
 ExecStart={python} -m provisiond --config {config} serve
-# SIGTERM to serve only: it stops its gunicorn child itself (by PID), then systemd cleans up.
+# SIGTERM to serve only: it stops its HTTP child itself (by PID), then systemd cleans up.
 KillMode=mixed
 TimeoutStopSec=30
 Restart=on-failure
