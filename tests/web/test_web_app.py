@@ -200,3 +200,18 @@ def test_discovery_list_and_transfers_in_the_api(client: FlaskClient, store: Sto
                                "timeout": {"transfers": 1, "bytes": 0, "retransmits": 5}}
     bad = client.get("/api/v1/tftp/transfers?limit=0")
     assert bad.status_code == 400 and "limit must be an integer from 1 to" in bad.json["detail"]
+
+
+def test_barrier_waits_are_counted_and_shown(client: FlaskClient, config: Config,
+                                             store: Store) -> None:
+    credential = store.issue_agent_credential("node1")
+    auth = {"Authorization": f"Bearer {credential}"}
+    body = {"fact": "gluster-brick-ready", "nodes": ["node2", "node3"], "step": "volume"}
+    reply = client.post("/api/v1/nodes/node1/barrier", json=body, headers=auth)
+    assert reply.status_code == 200 and reply.json["state"] == "waiting"
+    text = client.get("/metrics").text
+    assert 'provisiond_barrier_checks_total{result="waiting"} 1.0' in text
+    assert "provisiond_barrier_waiting_nodes 1.0" in text
+    sign_in(client, config)
+    node1 = row(client.get("/ui/").text, "node1")
+    assert "waiting for gluster-brick-ready from node2, node3" in node1
