@@ -51,7 +51,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with netns_pair("web", f"{SERVER}/24", [f"{ip}/24" for _, ip in NODES.values()]) as ns:
         server = Served(ns, workdir, workdir / "inventory.yaml", workdir / "state",
                         workdir / "provisiond.toml", workdir / "tftp", SERVER)
-        server.start()
+        server.start(timeout=120)  # a loaded CI machine starts Python slowly
         try:
             yield server
         finally:
@@ -149,7 +149,7 @@ def test_metrics_move_with_real_traffic_and_promtool_accepts_them(served: Served
 
     # The same traffic, as the CLI shows it: from the store and over the API.
     token = (served.state_dir / "operator.token").read_text().strip()
-    for where in ([], ["--server", served.url, "--token", token]):
+    for where in ([], ["--server", served.url, f"--token={token}"]):
         if where:  # the API is reached from the client namespace
             result = served.ns.client_run(*(sys.executable, "-m", "provisiond"), *served.globals(),
                                           "discovered", "--json", *where)
