@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test test-openstack lab lab-ready lab-down lab-smoke deps venv lint clean
+.PHONY: test test-openstack lab lab-ready lab-down lab-smoke screenshot deps venv lint clean
 
 test: deps
 	$(BIN)/ruff check .
@@ -33,6 +33,12 @@ lab-down: deps
 # also part of `make test`).
 lab-smoke: deps
 	$(BIN)/pytest tests/lab/test_lab_smoke.py $(PYTEST_ARGS)
+
+# docs/status-page.png: the live status page in headless Chromium, taken by its test (root:
+# the server runs in a network namespace; about a minute).
+screenshot: deps
+	PROVISIOND_SCREENSHOT=$(CURDIR)/docs/status-page.png \
+		$(BIN)/pytest tests/web/test_web_serve.py -k chromium $(PYTEST_ARGS)
 
 # Debian packages (one list per concern in deps/apt/), then the virtualenv.
 deps: $(STAMP)
