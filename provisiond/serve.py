@@ -29,7 +29,6 @@ from provisiond import nodes
 from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.dhcp.server import DhcpServer
-from provisiond.dns.publish import NamePublisher
 from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.http import operator_token
@@ -176,7 +175,11 @@ class Server:
                      for spec in config.interfaces]
         self._prepare_tftp_root()
         # Created before the sync, so the nodes it removes from the store lose their names too.
-        publisher = NamePublisher(store, inventory) if inventory.site.dns_update is not None else None
+        publisher = None
+        if inventory.site.dns_update is not None:
+            from provisiond.dns.publish import NamePublisher  # dnspython's query stack: only when used
+
+            publisher = NamePublisher(store, inventory)
         nodes.sync(store, inventory)
         operator_token(config.operator_token_file)
         self._check_assets()
