@@ -164,7 +164,7 @@ class DhcpServer:
         self.boot = BootService(self.inventory, self.store, self.config, self.endpoint.base_url)
         ports = (SERVER_PORT, PXE_PORT) if self.proxy else (SERVER_PORT,)
         try:
-            self._sockets = [self._bind(port) for port in ports]
+            self._sockets = [self._bind(port, self._bind_address(port)) for port in ports]
         except BaseException:
             self._close()
             raise
@@ -206,14 +206,27 @@ class DhcpServer:
             sock.close()
         self._sockets = []
 
-    def _bind(self, port: int) -> socket.socket:
+    def _bind_address(self, port: int) -> str:
+        """Where to listen: everything, except port 67 in proxy mode.
+
+        Linux hands a broadcast to every socket bound to its port, but a unicast datagram to
+        one socket only: the best match (a specific address beats the wildcard, a bound device
+        adds to it), and among equals the one bound last (or last used on that CPU). Beside the
+        site's DHCP server on the same host (dnsmasq binds 0.0.0.0:67 on the interface too), a
+        wildcard port 67 socket of ours would take some of its clients' unicast renewals. Bound
+        to 255.255.255.255, the socket matches broadcasts only (what a PXE DISCOVER is) and
+        never a unicast; port 4011 is ours alone.
+        """
+        return "255.255.255.255" if self.proxy and port == SERVER_PORT else "0.0.0.0"
+
+    def _bind(self, port: int, address: str) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
-            sock.bind(("0.0.0.0", port))
+            sock.bind((address, port))
         except PermissionError:
             sock.close()
             raise UserError(
