@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from provisiond.config import effective_config
+from provisiond.config import Config, effective_config
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,12 +27,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_serve, verbosity_base=1)
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from provisiond.serve import Server
-
-    config = effective_config(args).with_overrides(
+def serve_config(args: argparse.Namespace) -> Config:
+    """provisiond.toml with the command line's options on top."""
+    return effective_config(args).with_overrides(
         interfaces=tuple(args.interface) if args.interface else None,
         tftp_root=args.tftp_root, http_port=args.http_port, tftp_port=args.tftp_port,
         dhcp_proxy=args.proxy,
     )
-    return Server(config, verbosity=args.verbosity).run()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from provisiond.serve import Server
+
+    return Server(serve_config(args), verbosity=args.verbosity).run()
