@@ -140,3 +140,29 @@ def test_a_node_of_the_server_segment_is_not_answered_on_the_client_segment(rela
     lab.set_client_mac(LOCAL1)
     assert udhcpc(lab.client, tmp_path, tries=2) is None
     assert store.lease_for(LOCAL1) is None
+
+
+def test_unknown_mac_gets_an_address_of_the_relayed_networks_pool(tmp_path: Path) -> None:
+    """A network's `pool` serves discovery on that network only: through the relay, an unknown
+    MAC gets an address of the client subnet's pool, never one of the server segment's."""
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory_path.write_text(INVENTORY.replace(
+        "      dns: [10.214.0.53]\n", "      dns: [10.214.0.53]\n      pool: 10.214.0.100-10.214.0.109\n").replace(
+        "  dns: [10.213.0.53]\n", "  dns: [10.213.0.53]\n  pool: 10.213.0.100-10.213.0.109\n", 1))
+    inventory = load_inventory(inventory_path)
+    store = Store.in_state_dir(tmp_path / "state")
+    store.sync_nodes({node.hostname: node.mac for node in inventory.nodes})
+    with relay_lab(tmp_path / "lab", tag="p") as lab:
+        server = DhcpServer(inventory, store, lab.server_if)
+        with in_netns(lab.server_ns):
+            server.start()
+        try:
+            lab.start_relay("dhcrelay")
+            lab.set_client_mac(UNKNOWN)
+            env = udhcpc(lab.client, tmp_path / "udhcpc")
+        finally:
+            server.stop()
+    assert env is not None, lab.relay_log()
+    assert env["ip"] == "10.214.0.100" and env["router"] == "10.214.0.1" and "hostname" not in env
+    lease = Store.in_state_dir(tmp_path / "state").lease_for(UNKNOWN)
+    assert lease is not None and lease.ip == "10.214.0.100"
