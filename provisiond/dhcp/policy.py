@@ -173,6 +173,9 @@ def _destination(request: DhcpPacket, reply: DhcpPacket) -> tuple[IPv4Address, i
 
 
 def _finish(reply: DhcpPacket, request: DhcpPacket) -> DhcpPacket:
+    subnet = request.options.get(Opt.SUBNET_SELECTION)
+    if subnet is not None:
+        reply.options[Opt.SUBNET_SELECTION] = subnet  # RFC 3011: return an identical copy
     agent = request.options.get(Opt.RELAY_AGENT)
     if agent is not None:
         reply.options[Opt.RELAY_AGENT] = agent  # RFC 3046: echo option 82, last

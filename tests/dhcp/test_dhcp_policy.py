@@ -233,3 +233,10 @@ def test_proxy_ignores_plain_clients_and_answers_port_4011_to_the_source() -> No
     assert d.action is Action.ACK and d.destination == source and d.reply is not None
     assert d.reply.file == b"ipxe.efi" and d.lease is None
     assert answer(req, site=PROXY, port=67).action is Action.IGNORE
+
+
+def test_subnet_selection_option_is_echoed() -> None:
+    """RFC 3011: a server that honours option 118 returns an identical copy of it."""
+    req = request(MessageType.DISCOVER, o118=IPv4Address("10.50.0.0").packed)
+    d = answer(req)
+    assert d.reply is not None and d.reply.options[Opt.SUBNET_SELECTION] == IPv4Address("10.50.0.0").packed
