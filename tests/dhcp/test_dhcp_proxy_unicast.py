@@ -5,8 +5,10 @@ socket bound to the port, but a unicast datagram goes to one socket only, and wh
 kernel picks among equal wildcard bindings (the last one bound, or the one last used on this
 CPU) must not matter. So in both start orders, with loopback up and down, a client's unicast
 renewal must be answered by dnsmasq from the first datagram: the broadcast retry that would
-hide a lost unicast is dropped by nftables in the server's namespace while the client renews.
-PXE clients still get provisiond's boot offer.
+hide a lost unicast is dropped by nftables in the server's namespace until dnsmasq has answered,
+and provisiond's port 67 socket must not have seen a datagram meanwhile. PXE clients still get
+provisiond's boot offer. (Before provisiond bound its proxy socket to the broadcast address,
+the dnsmasq-first cases failed: the last-bound wildcard socket, provisiond's, took the renewal.)
 """
 
 from __future__ import annotations
@@ -81,12 +83,12 @@ class Udhcpc:
         script = workdir / "script"
         script.write_text(
             "#!/bin/sh\n"
-            f'env > "{workdir}/$1.env.tmp" && mv "{workdir}/$1.env.tmp" "{workdir}/$1.env"\n'
             'case "$1" in bound) ip addr replace "$ip/$subnet" dev "$interface";; esac\n'
+            f'env > "{workdir}/$1.env.tmp" && mv "{workdir}/$1.env.tmp" "{workdir}/$1.env"\n'
             "exit 0\n")
         script.chmod(0o755)
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.client_ns, require_program("busybox"), "udhcpc", "-f",
+            ["ip", "netns", "exec", lab.client_ns, require_program("busybox"), "udhcpc", "-f", "-v",
              "-i", lab.client_if, "-T", "2", "-t", "5", "-A", "1", "-s", str(script)],
             stdout=(workdir / "udhcpc.log").open("wb"), stderr=subprocess.STDOUT)
 
@@ -174,18 +176,30 @@ def test_unicast_renewal_reaches_dnsmasq_and_pxe_gets_the_boot_offer(
             assert bound is not None, (tmp_path / "dnsmasq.log").read_text()
             assert bound["serverid"] == "10.213.1.1" and bound["ip"].startswith("10.213.1.1")
 
-            # The renewal: one unicast to 10.213.1.1:67; the broadcast retry cannot get through.
+            # The renewal: one unicast to 10.213.1.1:67, while broadcasts to port 67 are dropped,
+            # so a REQUEST dnsmasq logs now can only be that unicast.
             received = server.stats["received"]
+            dnsmasq_log = tmp_path / "dnsmasq.log"
+            acks = dnsmasq_log.read_text().count("DHCPACK(")
             drop_broadcast_dhcp(lab, f"renew{os.getpid()}", drop=True)
             try:
                 client.renew()
-                renewed = client.event("renew", RENEW_LIMIT)
+                deadline = time.monotonic() + RENEW_LIMIT
+                while dnsmasq_log.read_text().count("DHCPACK(") == acks and time.monotonic() < deadline:
+                    time.sleep(0.1)
             finally:
                 drop_broadcast_dhcp(lab, f"renew{os.getpid()}", drop=False)
-            log = (tmp_path / "dnsmasq.log").read_text()
-            assert renewed is not None, f"the unicast renewal was not answered\n{log}"
-            assert renewed["ip"] == bound["ip"] and renewed["serverid"] == "10.213.1.1"
+            log = dnsmasq_log.read_text()
+            udhcpc_log = (tmp_path / "udhcpc" / "udhcpc.log").read_text()
+            assert log.count("DHCPACK(") > acks, f"dnsmasq did not answer the unicast renewal\n{log}\n{udhcpc_log}"
+            renewal_ack = [line for line in log.splitlines() if "DHCPACK(" in line][acks]
+            assert f"{bound['ip']} {PLAIN_MAC}" in renewal_ack
+            assert "sending renew to server 10.213.1.1" in udhcpc_log  # it was a unicast
             assert server.stats["received"] == received  # provisiond never saw it
+            # The client keeps its lease (busybox may miss an ACK that beats the close of its
+            # sending socket, then its broadcast retry, now let through, gets the answer).
+            renewed = client.event("renew", RENEW_LIMIT)
+            assert renewed is not None and renewed["ip"] == bound["ip"], udhcpc_log
             client.stop()
 
             # A PXE client gets dnsmasq's address offer and provisiond's boot offer.
