@@ -54,6 +54,7 @@ def test_root_image_holds_the_agent_and_no_fstab(compute_images):
     for member in ("./usr/local/lib/provisiond-agent/provisiond-agent.pyz",
                    "./etc/systemd/system/provisiond-agent.service",
                    "./etc/initramfs-tools/scripts/local-block/provisiond-lvm",
+                   "./etc/initramfs-tools/scripts/local-bottom/provisiond-lvm",
                    "./etc/systemd/system/multi-user.target.wants/glusterd.service"):
         assert member in listing, member
     assert not [name for name in listing if name.startswith("./etc/ssh/ssh_host_")]
