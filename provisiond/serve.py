@@ -2,7 +2,7 @@
 
 In-process: DHCP (per interface), TFTP (on each interface's site address), the deadline
 timer and (with site.dns_update) the DNS name publisher, each with start()/stop(). HTTP:
-gunicorn (gthread worker, sendfile) as a child process managed by PID, bound to the same
+waitress (provisiond.http.wsgi) as a child process managed by PID, bound to the same
 addresses. All share the SQLite store (WAL), so a
 killed and restarted server resumes exactly where it was: state, leases and events are on disk.
 """
@@ -36,6 +36,7 @@ from provisiond.http import operator_token
 from provisiond.http import wsgi as wsgi_env
 from provisiond.inventory import Inventory, load_inventory
 from provisiond.logs import log_event
+from provisiond.metrics import Metrics
 from provisiond.store import Store
 from provisiond.tftp.server import TftpServer, TransferStats
 
@@ -44,7 +45,7 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent() -> None:
-    """In the gunicorn child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
+    """In the HTTP child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
     the HTTP port."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -78,7 +79,8 @@ class DeadlineTimer:
 
 
 class HttpProcess:
-    """gunicorn as a child process: started, health-checked and stopped by PID."""
+    """The HTTP service (waitress) as a child process: started, health-checked and stopped by
+    PID."""
 
     def __init__(self, config: Config, addresses: list[IPv4Address], base_url: str | None,
                  verbosity: int) -> None:
@@ -90,13 +92,14 @@ class HttpProcess:
 
     def command(self) -> list[str]:
         binds = [arg for address in self.addresses
-                 for arg in ("--bind", f"{address}:{self.config.http_port}")]
-        return [sys.executable, "-m", "gunicorn", "-c", "python:provisiond.http.wsgi",
-                "--threads", str(self.config.http_threads), *binds,
-                "provisiond.http.wsgi:app_from_env()"]
+                 for arg in ("--listen", f"{address}:{self.config.http_port}")]
+        return [sys.executable, "-m", "provisiond.http.wsgi", *binds,
+                "--threads", str(self.config.http_threads),
+                "--connection-limit", str(self.config.http_connection_limit),
+                "--idle-timeout", str(self.config.http_idle_timeout)]
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start gunicorn and wait until *it* answers (another server on the port does not
+        """Start the HTTP service and wait until *it* answers (another server on the port does not
         count: the health check must echo this start's instance id)."""
         instance = secrets.token_hex(8)
         env = dict(os.environ)
@@ -116,7 +119,7 @@ class HttpProcess:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
-                raise UserError(f"the HTTP service (gunicorn) exited with {code} while starting on "
+                raise UserError(f"the HTTP service exited with {code} while starting on "
                                 f"port {self.config.http_port}: see its log above (port in use? "
                                 "pass another --http-port)")
             try:
@@ -134,7 +137,7 @@ class HttpProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (gunicorn finishes requests for up to graceful_timeout), then SIGKILL."""
+        """SIGTERM, then SIGKILL."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -163,6 +166,7 @@ class Server:
         self.inventory: Inventory = load_inventory(config.inventory)
         self.store = Store.in_state_dir(config.state_dir)
         self.http: HttpProcess | None = None
+        self.metrics = Metrics()
         self._started: list[tuple[str, Stoppable]] = []
 
     def start(self) -> None:
@@ -217,11 +221,15 @@ class Server:
         config, inventory, store = self.config, self.inventory, self.store
         boot = BootService(inventory, store, config, endpoint.base_url)
         tftp = TftpServer(config.tftp_root, str(endpoint.address), config.tftp_port,
-                          responder=boot.tftp_responder, on_transfer=self._transfer)
+                          responder=boot.tftp_responder, on_transfer=self._transfer,
+                          max_transfers=config.tftp_max_transfers,
+                          max_per_client=config.tftp_max_per_client,
+                          max_silence=config.tftp_max_silence)
         tftp.start()
         self._started.append((f"tftp {endpoint.address}", tftp))
         dhcp = DhcpServer(inventory, store, endpoint.interface, http_port=config.http_port,
-                          proxy=config.dhcp_proxy, config=config, endpoint=endpoint)
+                          proxy=config.dhcp_proxy, config=config, endpoint=endpoint,
+                          on_decision=self.metrics.dhcp)
         dhcp.start()
         self._started.append((f"dhcp {endpoint.interface}", dhcp))
 
@@ -250,6 +258,7 @@ class Server:
                               msg=f"set [os.{os_name}] kernel/initrd in provisiond.toml")
 
     def _transfer(self, stats: TransferStats) -> None:
+        self.metrics.tftp(stats.outcome, stats.bytes, stats.retransmits, stats.duration)
         self.store.record_transfer(stats.peer, stats.filename, stats.bytes, stats.duration,
                                    stats.retransmits, dict(stats.options), stats.outcome)
 

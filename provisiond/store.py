@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import secrets
@@ -106,6 +107,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+MAX_SEEN_MACS = 4096  # unknown MACs remembered (most recently seen first)
+SEEN_PRUNE_EVERY = 256  # new unknown MACs between two prunes: the table stays under 4096 + 256
+
 class UnknownNode(LookupError):
     """The store has no node by that name (it is not in the inventory)."""
 
@@ -148,6 +152,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._site_secret: bytes | None = None
+        self._seen_added = itertools.count(1)  # new unknown MACs since start: prune now and then
         self._migrate()
 
     @classmethod
@@ -560,14 +565,22 @@ class Store:
     # -- MACs seen on the wire but not in the inventory ------------------------------------
 
     def record_seen(self, mac: str, detail: dict[str, Any] | None = None) -> None:
+        """Upsert one unknown MAC. The table keeps the MAX_SEEN_MACS most recently seen: a flood
+        of random MACs (anyone on the segment can send one) must not grow it without end."""
         now = time.time()
         with self._tx() as conn:
-            conn.execute(
+            (count,) = conn.execute(
                 "INSERT INTO seen_macs (mac, first_seen, last_seen, count, detail) VALUES (?, ?, ?, 1, ?) "
                 "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1, "
-                "detail = excluded.detail",
+                "detail = excluded.detail RETURNING count",
                 (mac, now, now, json.dumps(detail or {}, sort_keys=True)),
-            )
+            ).fetchone()
+            if count == 1 and next(self._seen_added) % SEEN_PRUNE_EVERY == 1:
+                conn.execute("DELETE FROM seen_macs WHERE mac IN (SELECT mac FROM seen_macs "
+                             "ORDER BY last_seen DESC LIMIT -1 OFFSET ?)", (MAX_SEEN_MACS,))
+
+    def seen_macs_count(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM seen_macs").fetchone()[0]
 
     def seen_macs(self) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM seen_macs ORDER BY last_seen DESC").fetchall()
@@ -586,6 +599,47 @@ class Store:
                 (time.time(), peer, filename, nbytes, duration, retransmits, json.dumps(options), outcome),
             )
 
+    def transfer_totals(self) -> dict[str, dict[str, int]]:
+        """Per outcome class (ok, timeout, error): transfers, bytes and retransmits."""
+        rows = self._conn().execute(
+            "SELECT CASE WHEN outcome LIKE 'error%' THEN 'error' ELSE outcome END AS kind, "
+            "COUNT(*) AS transfers, SUM(bytes) AS bytes, SUM(retransmits) AS retransmits "
+            "FROM transfers GROUP BY kind ORDER BY kind")
+        return {row["kind"]: {"transfers": row["transfers"], "bytes": row["bytes"] or 0,
+                              "retransmits": row["retransmits"] or 0} for row in rows}
+
     def transfers(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM transfers ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{**dict(row), "options": json.loads(row["options"])} for row in rows]
+
+    # -- aggregates for /metrics (read at scrape time: the store is the record) -------------
+
+    def event_kind_counts(self, prefix: str) -> dict[str, int]:
+        """How many events of each kind starting with `prefix` (e.g. "agent:")."""
+        rows = self._conn().execute(
+            "SELECT kind, COUNT(*) AS n FROM events WHERE kind >= ? AND kind < ? GROUP BY kind",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return {row["kind"]: row["n"] for row in rows}
+
+    def power_calls(self) -> list[tuple[str, bool, float]]:
+        """(action, ok, elapsed seconds) of every recorded power call (`power:<action>` events)."""
+        rows = self._conn().execute(
+            "SELECT kind, json_extract(detail, '$.ok') AS ok, json_extract(detail, '$.elapsed') "
+            "AS elapsed FROM events WHERE kind >= ? AND kind < ?", ("power:", "power:\U0010ffff"),
+        )
+        return [(row["kind"].removeprefix("power:"), bool(row["ok"]), float(row["elapsed"] or 0.0))
+                for row in rows]
+
+    def change_marker(self) -> str:
+        """Changes whenever a node's state, events or agent progress change (the web page's
+        live stream compares it instead of re-reading every node)."""
+        row = self._conn().execute(
+            "SELECT (SELECT MAX(id) FROM events), (SELECT MAX(state_since) FROM nodes), "
+            "(SELECT MAX(updated) FROM agent_progress), (SELECT COUNT(*) FROM nodes)").fetchone()
+        return "-".join(str(value or 0) for value in row)
+
+    def waiting_count(self) -> int:
+        """Nodes whose agent waits at a barrier now."""
+        return self._conn().execute(
+            "SELECT COUNT(*) FROM agent_progress WHERE waiting IS NOT NULL").fetchone()[0]

@@ -98,6 +98,18 @@ class BootService:
                   boot="install" if spec.install else "local")
         return files.BY_NAME[fmt].render(spec)
 
+    def answer_fetched(self, node: Node, what: str, peer: str) -> bool:
+        """The node itself fetched its answer file (or deploy settings): a sign its installer
+        runs, but only if the boot decision would hand it the installer now (netboot on, an
+        installable state). An unauthenticated fetch moves nothing the boot would not."""
+        if not self.spec(node).install:
+            log_event(log, "answer-fetch-ignored", host=node.hostname, file=what, peer=peer,
+                      msg="not installing now (netboot off or past its install): state kept")
+            return False
+        self.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
+                           detail={"fetched": what, "peer": peer})
+        return True
+
     def ipxe(self, mac: str, peer: str = "", base_url: str | None = None) -> str | None:
         """The iPXE script for a MAC (any common spelling), or None for an unknown MAC."""
         node = self.inventory.by_mac(mac)

@@ -201,6 +201,9 @@ def decide(
     """
     if request.op != BOOTREQUEST:
         return ignore("not a BOOTREQUEST (a reply from another server)")
+    if request.giaddr in (site.network.network_address, site.network.broadcast_address):
+        return ignore(f"relay {request.giaddr} is the network's own or broadcast address, "
+                      "not a relay's")
     mtype = request.message_type
     if who is None:
         return ignore("unknown MAC")

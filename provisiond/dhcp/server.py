@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
@@ -54,6 +55,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
+DECLINE_REPORT_INTERVAL = 60.0  # one warning and event per MAC per minute
+DECLINE_REPORTS_PER_MINUTE = 30  # and at most this many for all MACs: the rest are counted
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
 # Not more: packets that wait longer than a client's retransmit timeout are wasted work.
 RECEIVE_BUFFER = 1024 * 1024
@@ -109,9 +112,11 @@ class DhcpServer:
         self, inventory: Inventory, store: Store, interface: str, http_port: int = 8080,
         proxy: bool = False, *, pool: Pool | None = None, lease_time: int = 3600,
         config: Config | None = None, endpoint: Endpoint | None = None,
+        on_decision: Callable[[str, str], None] | None = None,
     ) -> None:
         """`endpoint`: where this server answers (serve computes it once for DHCP, TFTP and
-        HTTP); without it, found from `interface` (a name or an address) at start()."""
+        HTTP); without it, found from `interface` (a name or an address) at start().
+        `on_decision(message type, action)` is told of every request answered or not (metrics)."""
         self.inventory = inventory
         self.endpoint = endpoint
         self.config = config or Config()
@@ -123,6 +128,7 @@ class DhcpServer:
         self.pool = pool  # the dynamic range on the interface's own network (--pool)
         self.lease_time = lease_time
         self.stats: Counter[str] = Counter()
+        self.on_decision = on_decision
         self.site: Site | None = None  # the interface's own network
         self.sites: dict[IPv4Network, Site] = {}  # every network of the inventory
         self._pools: dict[IPv4Network, Pool] = {}
@@ -131,6 +137,8 @@ class DhcpServer:
         self._reserved = {node.ip for node in inventory.nodes}
         self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
         self._seen: dict[str, float] = {}
+        self._declines_reported: dict[str, float] = {}  # mac -> when its last one was reported
+        self._decline_window = (0.0, 0)  # (minute start, reports in it)
         self._sockets: list[socket.socket] = []
         self._pktinfo: dict[IPv4Address, list[tuple[int, int, bytes]]] = {}
         self._stop = threading.Event()
@@ -377,6 +385,8 @@ class DhcpServer:
             log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
                       source[0], decision.reason, decision.action)
         self.stats[decision.action.value] += 1
+        if self.on_decision is not None:
+            self.on_decision(request.message_type.name.lower(), decision.action.value)
         self._record(request, who, decision, leases)
         if decision.reply is None or decision.destination is None:
             return
@@ -441,6 +451,23 @@ class DhcpServer:
             self._pool_owner[choice] = (mac, now + OFFER_HOLD_SECONDS)
         return choice
 
+    def _report_decline(self, mac: str) -> bool:
+        """Whether this DECLINE gets a warning and an event: anyone can send DECLINEs, so one
+        per MAC per minute and DECLINE_REPORTS_PER_MINUTE in all (stats count every one)."""
+        now = time.monotonic()
+        if now - self._declines_reported.get(mac, -DECLINE_REPORT_INTERVAL) < DECLINE_REPORT_INTERVAL:
+            return False
+        start, reported = self._decline_window
+        if now - start >= 60.0:
+            start, reported = now, 0
+        if reported >= DECLINE_REPORTS_PER_MINUTE:
+            return False
+        if len(self._declines_reported) > 10_000:
+            self._declines_reported.clear()
+        self._declines_reported[mac] = now
+        self._decline_window = (start, reported + 1)
+        return True
+
     def _record_seen(self, request: DhcpPacket) -> None:
         """Remember a MAC that is not in the inventory (at most once a minute per MAC)."""
         now = time.monotonic()
@@ -480,10 +507,14 @@ class DhcpServer:
                 if who is not None and self._pool_of(who.ip) is not None:
                     # Someone else uses it: keep it out of the pool for a lease time.
                     self._pool_owner[who.ip] = ("declined", time.time() + self.lease_time)
-                log.warning("%s (%s) declined %s: %s", mac, hostname or "pool", who and who.ip,
-                            decision.reason)
-                self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
-                                     {"mac": mac, "ip": str(who.ip) if who else None})
+                self.stats["declines"] += 1
+                if self._report_decline(mac):
+                    log.warning("%s (%s) declined %s: %s", mac, hostname or "pool",
+                                who and who.ip, decision.reason)
+                    self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
+                                         {"mac": mac, "ip": str(who.ip) if who else None})
+                else:
+                    self.stats["declines-not-reported"] += 1
         spec = who.boot if who else None
         if spec is not None and decision.boot_file and (
             decision.action is Action.ACK or (self.proxy and decision.reply is not None)

@@ -3,8 +3,9 @@
 `create_app` builds the Flask application around one Context (inventory, store, config,
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
 (each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
-`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check). It is
-served by gunicorn (see provisiond.serve), never by Flask's development server.
+`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check), `web`
+(the operator's status page, live by server-sent events); `/metrics` for Prometheus. It is
+served by waitress (see provisiond.serve and provisiond.http.wsgi), never by Flask's development server.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, abort, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from provisiond.boot.service import BootService
@@ -28,7 +31,7 @@ from provisiond.render import Renderer
 from provisiond.store import Store
 
 log = logging.getLogger("provisiond.http")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 @dataclass
@@ -66,6 +69,23 @@ def operator_token(path: Path) -> str:
     return path.read_text().strip()
 
 
+def is_ascii_number(text: str) -> bool:
+    """A non-negative whole number in ASCII digits: str.isdigit() alone also takes "²" (which
+    int() refuses) and other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested too deeply for the parser refused like any bad JSON
+    (400), not a RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def ctx() -> Context:
     return current_app.extensions["provisiond"]
 
@@ -91,6 +111,7 @@ def create_app(
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
     app = Flask("provisiond", static_folder=None)
+    app.json = _JsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,
@@ -99,13 +120,17 @@ def create_app(
         base_url=base_url, instance=instance,
     )
 
-    from provisiond.http import agent, api, boot, deploy, install
+    from provisiond.http import agent, api, boot, deploy, install, web
+    from provisiond.metrics import Metrics
+
+    app.extensions["provisiond.metrics"] = metrics = Metrics()
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(deploy.bp)
+    app.register_blueprint(web.bp)
 
     @app.before_request
     def _start() -> None:
@@ -113,6 +138,8 @@ def create_app(
 
     @app.after_request
     def _log(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+        metrics.http(route, request.method, response.status_code)
         log_event(
             log, "http", method=request.method, path=request.path, status=response.status_code,
             peer=request.remote_addr or "", bytes=response.content_length or 0,

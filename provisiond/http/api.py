@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from provisiond import nodes as service
 from provisiond.doctor.run import run_doctor
-from provisiond.http import ctx, node_or_404
+from provisiond.http import ctx, is_ascii_number, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
 from provisiond.lifecycle import IllegalTransition
 from provisiond.logs import log_event
+from provisiond.metrics import CONTENT_TYPE
 from provisiond.store import UnknownNode
 
 bp = Blueprint("api", __name__)
@@ -45,6 +46,28 @@ def health() -> Response:
     return jsonify(status="ok", schema=ctx().store.schema_version, instance=ctx().instance)
 
 
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format (open like the other reads: counts, no secrets)."""
+    body = current_app.extensions["provisiond.metrics"].exposition(ctx().store)
+    return Response(body, content_type=CONTENT_TYPE)
+
+
+@bp.get("/api/v1/discovered")
+def discovered() -> Response:
+    """MACs that asked DHCP but are not in the inventory, newest first (the discovery list)."""
+    return jsonify(discovered=service.discovered_view(ctx().store))
+
+
+@bp.get("/api/v1/tftp/transfers")
+def tftp_transfers() -> Response:
+    """The last TFTP transfers (newest first) and totals per outcome."""
+    limit_text = request.args.get("limit", "100")
+    if not limit_text.isdigit() or not 0 < int(limit_text) <= MAX_EVENTS:
+        abort(400, description=f"limit must be an integer from 1 to {MAX_EVENTS}")
+    return jsonify(service.transfers_view(ctx().store, int(limit_text)))
+
+
 @bp.get("/api/v1/nodes")
 def nodes() -> Response:
     return jsonify(nodes=service.nodes_view(ctx().store, ctx().inventory))
@@ -63,7 +86,7 @@ def node(hostname: str) -> Response:
 def events() -> Response:
     since_text = request.args.get("since", "0")
     limit_text = request.args.get("limit", str(MAX_EVENTS))
-    if not since_text.isdigit() or not limit_text.isdigit():
+    if not is_ascii_number(since_text) or not is_ascii_number(limit_text):
         abort(400, description="since and limit must be non-negative integers (event ids/counts)")
     since, limit = int(since_text), int(limit_text)
     if since > MAX_EVENT_ID or limit > MAX_EVENTS:

@@ -21,7 +21,7 @@ import shlex
 from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
-from provisiond.http import ctx, node_or_404
+from provisiond.http import ctx, is_ascii_number, node_or_404
 from provisiond.http.auth import bearer_token, is_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
@@ -91,12 +91,11 @@ def env(hostname: str) -> Response:
     if image is None:
         reason = (f"no root image for {node.os_name}/{node.role} in {context.config.image_cache} "
                   f"(build it on the server: provisiond image build --role {node.role})")
-        if own and not operator:
+        if own and not operator and context.boot.spec(node).install:
             _fail(node, reason, {"phase": "image-lookup"})
         abort(503, description=reason)
     if own and not operator:
-        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
-                              detail={"fetched": "deploy-env", "peer": peer})
+        context.boot.answer_fetched(node, "deploy-env", peer)
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {
@@ -119,7 +118,7 @@ def layout_script(hostname: str) -> Response:
     raw = request.args.get("disk_bytes")
     disk_bytes = None
     if raw is not None:
-        if not raw.isdigit():
+        if not is_ascii_number(raw):
             abort(400, description=f"disk_bytes must be a whole number of bytes, got {raw!r}")
         disk_bytes = int(raw)
         declared = node.disk.size_bytes

@@ -198,6 +198,14 @@ def test_node_on_another_network_than_the_request_is_ignored() -> None:
     assert decision.action is Action.IGNORE and "10.50.0.11 is not on 10.60.0.0/24" in decision.reason
 
 
+def test_relay_at_the_network_or_broadcast_address_is_ignored() -> None:
+    for address in (SITE.network.broadcast_address, SITE.network.network_address):
+        req = request(MessageType.DISCOVER)
+        req.giaddr = address
+        decision = answer(req)
+        assert decision.action is Action.IGNORE and "not a relay" in decision.reason
+
+
 def test_release_decline_inform() -> None:
     release = request(MessageType.RELEASE, o54=SERVER.packed)
     release.ciaddr = NODE.ip
