@@ -221,6 +221,93 @@ def _choice(value: Any, allowed: Iterable[str], what: str) -> str:
     return text
 
 
+def _ipv4_network(value: Any) -> IPv4Network:
+    try:
+        return IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            loose = IPv4Network(str(value), strict=False)
+            raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+        raise ValueError(f"{value!r} is not an IPv4 network (e.g. 10.213.0.0/24)") from None
+
+
+def _domain_name(value: str) -> str:
+    labels = value.lower().rstrip(".").split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a DNS domain name")
+    return ".".join(labels)
+
+
+def parse_pool(text: Any) -> tuple[IPv4Address, IPv4Address]:
+    """A dynamic range `FIRST-LAST` (e.g. 10.0.0.100-10.0.0.199) as its two ends."""
+    try:
+        first, last = (IPv4Address(part.strip()) for part in str(text).split("-"))
+    except ValueError:
+        raise ValueError(
+            f"dynamic pool {text!r} is not a range: write FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
+        ) from None
+    if last < first:
+        raise ValueError(f"dynamic pool {text!r}: the last address is before the first")
+    return first, last
+
+
+def _check_pool(pool: tuple[IPv4Address, IPv4Address] | None, network: IPv4Network,
+                taken: list[tuple[IPv4Address, str]]) -> None:
+    if pool is None:
+        return
+    first, last = pool
+    if first not in network or last not in network:
+        raise ValueError(f"pool {first}-{last} is not inside the network {network}")
+    inside = [f"{address} ({what})" for address, what in taken if first <= address <= last]
+    if inside:
+        raise ValueError(f"pool {first}-{last} contains {', '.join(inside)}")
+
+
+class RelayedNetwork(_Model):
+    """A further network of the site, usually behind a router whose DHCP relay forwards its
+    clients' requests (giaddr = the relay's address on it) to provisiond."""
+
+    network: IPv4Network
+    gateway: IPv4Address
+    server: IPv4Address | None = None  # provisiond's address as these nodes reach it; None: site.server
+    dns: list[IPv4Address] | None = None  # None: the site's
+    ntp: list[str] | None = None  # None: the site's
+    domain: str | None = None  # None: the site's
+    pool: tuple[IPv4Address, IPv4Address] | None = None
+
+    _network = field_validator("network", mode="before")(lambda value: _ipv4_network(value))
+    _domain = field_validator("domain")(lambda value: None if value is None else _domain_name(value))
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> tuple[IPv4Address, IPv4Address] | None:
+        return None if value is None else parse_pool(value)
+
+    @model_validator(mode="after")
+    def _addresses(self) -> RelayedNetwork:
+        if self.gateway not in self.network:
+            raise ValueError(f"gateway {self.gateway} is outside the network {self.network}")
+        taken = [(self.gateway, "the gateway")]
+        if self.server is not None:
+            taken.append((self.server, "the server"))
+        _check_pool(self.pool, self.network, taken)
+        return self
+
+
+@dataclass(frozen=True)
+class SiteNetwork:
+    """One network of the site as DHCP, the boot decision and the answer files use it."""
+
+    network: IPv4Network
+    gateway: IPv4Address
+    server: IPv4Address  # provisiond's address as this network's nodes reach it
+    dns: tuple[IPv4Address, ...]
+    ntp: tuple[str, ...]
+    domain: str
+    pool: tuple[IPv4Address, IPv4Address] | None = None
+    relayed: bool = False  # one of site.networks (its clients come through a relay)
+
+
 class Site(_Model):
     name: str = Field(min_length=1)
     domain: str
@@ -240,12 +327,19 @@ class Site(_Model):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     openstack: OpenStackSettings | None = None  # None: GlusterFS only, no OpenStack parts
     install: str = "installer"  # the nodes' default install method
+    pool: tuple[IPv4Address, IPv4Address] | None = None  # dynamic range on `network`
+    networks: list[RelayedNetwork] = Field(default_factory=list)  # further (relayed) networks
     dns_update: DnsUpdateSettings | None = None  # None: provisiond publishes no names (docs/dns.md)
 
     @field_validator("install", mode="before")
     @classmethod
     def _install(cls, value: Any) -> str:
         return _choice(value, INSTALL_METHODS, "install")
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> tuple[IPv4Address, IPv4Address] | None:
+        return None if value is None else parse_pool(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -260,21 +354,12 @@ class Site(_Model):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        labels = value.lower().rstrip(".").split(".")
-        if not all(_HOST_LABEL.match(label) for label in labels):
-            raise ValueError(f"{value!r} is not a DNS domain name")
-        return ".".join(labels)
+        return _domain_name(value)
 
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, value: Any) -> IPv4Network:
-        try:
-            return IPv4Network(str(value), strict=True)
-        except ValueError as exc:
-            if "host bits set" in str(exc):
-                loose = IPv4Network(str(value), strict=False)
-                raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
-            raise ValueError(f"{value!r} is not an IPv4 network (e.g. 10.213.0.0/24)") from None
+        return _ipv4_network(value)
 
     @field_validator("os", mode="before")
     @classmethod
@@ -345,7 +430,32 @@ class Site(_Model):
             address = getattr(self, field)
             if address not in self.network:
                 raise ValueError(f"{field} {address} is outside the site network {self.network}")
+        _check_pool(self.pool, self.network, [(self.gateway, "the gateway"), (self.server, "the server")])
+        seen = [self.network]
+        for index, extra in enumerate(self.networks):
+            clash = next((net for net in seen if net.overlaps(extra.network)), None)
+            if clash is not None:
+                raise ValueError(f"networks[{index}]: {extra.network} overlaps {clash}")
+            seen.append(extra.network)
         return self
+
+    @cached_property
+    def all_networks(self) -> tuple[SiteNetwork, ...]:
+        """The site network first, then `networks`, each with the site's defaults filled in."""
+        ntp = tuple(self.ntp_servers)
+        primary = SiteNetwork(self.network, self.gateway, self.server, tuple(self.dns), ntp,
+                              self.domain, self.pool)
+        return (primary, *(
+            SiteNetwork(
+                extra.network, extra.gateway, extra.server or self.server,
+                tuple(self.dns if extra.dns is None else extra.dns),
+                ntp if extra.ntp is None else tuple(extra.ntp), extra.domain or self.domain,
+                extra.pool, relayed=True,
+            ) for extra in self.networks))
+
+    def network_of(self, address: IPv4Address) -> SiteNetwork | None:
+        """The site network that holds `address` (a node's address belongs to exactly one)."""
+        return next((net for net in self.all_networks if address in net.network), None)
 
     @property
     def ntp_servers(self) -> list[str]:
@@ -474,6 +584,12 @@ class Inventory:
     @cached_property
     def _by_hostname(self) -> dict[str, Node]:
         return {node.hostname: node for node in self.nodes}
+
+    def network(self, node: Node) -> SiteNetwork:
+        """The network that holds the node's address (the loader has checked there is one)."""
+        network = self.site.network_of(node.ip)
+        assert network is not None, f"{node.hostname}: the loader checks every node is on a network"
+        return network
 
     def by_mac(self, mac: str) -> Node | None:
         try:
@@ -705,17 +821,27 @@ def _check_nodes(site: Site | None, raw_nodes: list[Any], lines: dict[Loc, int],
             continue
         ip = parsed(IPv4Address, raw.get("ip"))
         if site is not None and ip is not None:
-            reserved = [
-                (site.server, "provisiond's own address (site.server)"),
-                (site.gateway, "the gateway (site.gateway)"),
-                (site.network.network_address, "the network address"),
-                (site.network.broadcast_address, "the broadcast address"),
-            ]
-            taken = " and ".join(what for address, what in reserved if address == ip)
-            if ip not in site.network:
-                report(index, "ip", f"{ip} is outside the site network {site.network}")
-            elif taken:
-                report(index, "ip", f"{ip} is {taken}")
+            network = site.network_of(ip)
+            if network is None:
+                nets = ", ".join(str(net.network) for net in site.all_networks)
+                where = f"the site network {site.network}" if len(site.all_networks) == 1 \
+                    else f"every site network ({nets})"
+                report(index, "ip", f"{ip} is outside {where}")
+            else:
+                gateway = f"the gateway of {network.network}" if network.relayed \
+                    else "the gateway (site.gateway)"
+                reserved = [
+                    (network.server, "provisiond's own address (site.server)"),
+                    (network.gateway, gateway),
+                    (network.network.network_address, "the network address"),
+                    (network.network.broadcast_address, "the broadcast address"),
+                ]
+                taken = " and ".join(what for address, what in reserved if address == ip)
+                if taken:
+                    report(index, "ip", f"{ip} is {taken}")
+                elif network.pool is not None and network.pool[0] <= ip <= network.pool[1]:
+                    report(index, "ip", f"{ip} is inside the dynamic pool "
+                           f"{network.pool[0]}-{network.pool[1]} of {network.network}")
 
         role = parsed(lambda value: _choice(value, ROLES, "role"), raw.get("role"))
         disk = parsed(DiskSpec.model_validate, raw.get("disk", {}))
@@ -855,7 +981,8 @@ def load_inventory(path: Path | str) -> Inventory:
         if "domain" in raw:
             problems.append(Problem(_line_of(lines, ("nodes", index, "domain")), f"nodes[{index}].domain",
                                     "unknown field 'domain' (the domain is site.domain)"))
-        update: dict[str, Any] = {"domain": site.domain if site else ""}
+        home = site.network_of(node.ip) if site is not None else None
+        update: dict[str, Any] = {"domain": home.domain if home else (site.domain if site else "")}
         if node.os is None and site is not None:
             update["os"] = site.os
         if node.install is None and site is not None:

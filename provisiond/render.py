@@ -91,14 +91,16 @@ class Renderer:
 
     def context(self, node: Node, server: ServerInfo | None) -> dict[str, Any]:
         site = self.inventory.site
+        home = self.inventory.network(node)  # the node's own network (site.network or a relayed one)
         return {
             "node": node,
             "site": site,
             "layout": self.layout(node),
-            "netmask": str(site.network.netmask),
-            "prefixlen": site.network.prefixlen,
-            "dns": [str(address) for address in site.dns],
-            "ntp": site.ntp_servers,
+            "netmask": str(home.network.netmask),
+            "prefixlen": home.network.prefixlen,
+            "gateway": str(home.gateway),
+            "dns": [str(address) for address in home.dns],
+            "ntp": list(home.ntp),
             "server": server,
             "events_url": server.events_url(node.hostname) if server else None,
         }

@@ -188,6 +188,14 @@ class Server:
             log_event(log, "server-address-mismatch", logging.WARNING,
                       inventory_server=str(inventory.site.server),
                       serving=",".join(map(str, addresses)))
+        for network in inventory.site.all_networks:
+            if network.relayed and network.server not in addresses and not any(
+                    address in network.network for address in addresses):
+                # Its nodes would be told to fetch from an address nobody serves.
+                raise UserError(
+                    f"network {network.network} is served at {network.server} (its `server`, "
+                    f"default site.server), but serve answers only on {', '.join(map(str, addresses))}: "
+                    "pass the interface with that address, or set the network's server")
         # One interface: one base URL for everything. Several: HTTP takes it from the Host
         # header each node used (each reaches us on its own network's address).
         single_url = endpoints[0].base_url if len(endpoints) == 1 else None

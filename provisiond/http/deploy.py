@@ -143,12 +143,13 @@ def node_script(hostname: str) -> Response:
     require_node(node.hostname)
     context = ctx()
     site = context.inventory.site
+    home = context.inventory.network(node)  # the node's own network (its gateway, DNS, NTP)
     identity = NodeIdentity(
-        hostname=node.hostname, domain=site.domain, mac=node.mac, ip=str(node.ip),
-        prefixlen=site.network.prefixlen, gateway=str(site.gateway), firmware=node.firmware,
+        hostname=node.hostname, domain=node.domain, mac=node.mac, ip=str(node.ip),
+        prefixlen=home.network.prefixlen, gateway=str(home.gateway), firmware=node.firmware,
         server_url=context.url_base(), token=context.store.current_token(node.hostname),
         agent_credential=context.store.agent_credential(node.hostname),
-        dns=[str(server) for server in site.dns], ntp=site.ntp_servers,
+        dns=[str(server) for server in home.dns], ntp=list(home.ntp),
         root_password_hash=site.root_password_hash, ssh_authorized_keys=list(site.ssh_authorized_keys),
     )
     return Response(render_node_script(identity), mimetype="text/plain")
