@@ -1,7 +1,7 @@
 """`provisiond lab [up|down]`: the virtual lab on this machine (docs/lab.md).
 
     provisiond lab [--computes N] [--firmware [HOST=]bios|uefi]... [--install image|preseed]
-                   [--until STATE] [--timeout SECONDS] [--down-after]
+                   [--openstack] [--until STATE] [--timeout SECONDS] [--down-after]
     provisiond lab down [--pid PID | --workdir DIR | --all]
 """
 
@@ -58,10 +58,15 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "mixes BIOS and UEFI")
     parser.add_argument("--install", choices=tuple(INSTALL_METHODS), default="image",
                         help="image (default: the root image, fast) or preseed (the Debian installer)")
+    parser.add_argument("--openstack", action="store_true",
+                        help="finish the nodes as an OpenStack cluster (site.openstack: TCG computes, "
+                        "one worker per API, the cluster check); root images carry the role's "
+                        "OpenStack packages; more memory; BIOS nodes unless --firmware says otherwise")
     parser.add_argument("--until", choices=UNTIL, default="ready",
                         help="the state every node must reach (default ready)")
-    parser.add_argument("--timeout", type=float, default=7200, metavar="SECONDS",
-                        help="bound on the whole run after power-on (default 7200: TCG on shared cores)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="bound on the whole run after power-on (default 7200, with --openstack "
+                        "14400: TCG on shared cores)")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="where disks, logs and state go (default /var/tmp/provisiond-lab/PID); "
                         "down/snapshot/restore: the lab running there")
@@ -132,9 +137,11 @@ def run_lab(args: argparse.Namespace) -> int:
     if args.action in ("snapshot", "restore"):
         return _snapshot_or_restore(args, find_lab(**target))
     nodes = lab_nodes(args.computes, args.firmware,
-                      bmc_base_port=free_udp_ports(args.computes + 1))
+                      bmc_base_port=free_udp_ports(args.computes + 1), openstack=args.openstack)
     workdir = args.workdir or RUN_ROOT / str(os.getpid())
-    lab = Lab(nodes, args.install, workdir, out=lambda line: print(line, flush=True))
+    lab = Lab(nodes, args.install, workdir, out=lambda line: print(line, flush=True),
+              openstack=args.openstack)
+    timeout = args.timeout or (14400 if args.openstack else 7200)
     stop = threading.Event()
     owner = os.getpid()
 
@@ -148,7 +155,7 @@ def run_lab(args: argparse.Namespace) -> int:
     try:
         lab.up()
         lab.provision()
-        ok = lab.watch(until=State(args.until), timeout=args.timeout)
+        ok = lab.watch(until=State(args.until), timeout=timeout)
         _print_report(lab, workdir)
         if not args.down_after:
             print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it", flush=True)

@@ -58,9 +58,11 @@ class Lab:
     watch() follows them, down() removes everything (idempotent)."""
 
     def __init__(self, nodes: list[LabNode], install: str, workdir: Path,
-                 out: Callable[[str], None] = print, extra_config: str = "") -> None:
+                 out: Callable[[str], None] = print, extra_config: str = "",
+                 openstack: bool = False) -> None:
         self.nodes = nodes
         self.install = install
+        self.openstack = openstack
         self.workdir = workdir
         self.out = out
         self.extra_config = extra_config
@@ -140,15 +142,17 @@ class Lab:
         password_file = self.workdir / "bmc.pass"
         password_file.write_text(os.urandom(8).hex() + "\n")
         password_file.chmod(0o600)
-        self.inventory.write_text(inventory_yaml(self.nodes, self.install, str(password_file)))
+        self.inventory.write_text(inventory_yaml(self.nodes, self.install, str(password_file),
+                                                 openstack=self.openstack))
+        deadline = LAB_STATE_DEADLINE * (2 if self.openstack else 1)
         self.config.write_text(
             "[os.debian12]\n"
             'cmdline = "console=ttyS0,115200n8"\n'
             # TCG guests on a few shared cores: a first boot took 20-30 min under load (the
             # default deadline of `installed` is 30 min); the lab's --timeout bounds the run.
             "[timeouts]\n"
-            f"installed = {LAB_STATE_DEADLINE}\n"
-            f"configuring = {LAB_STATE_DEADLINE}\n" + self.extra_config)
+            f"installed = {deadline}\n"
+            f"configuring = {deadline}\n" + self.extra_config)
         if self.install == "image":
             self._build_images()
         self._say(f"QEMU accelerator: {accelerator()}")
@@ -163,7 +167,7 @@ class Lab:
             machines.append({
                 "name": node.hostname, "mac": node.mac, "tap": self.network.add_tap(),
                 "netns": self.network.name, "firmware": node.firmware,
-                "memory_mib": node.memory_mib, "cpus": 1, "disk_gib": 30, "port": node.bmc_port,
+                "memory_mib": node.memory_mib, "cpus": node.cpus, "disk_gib": 30, "port": node.bmc_port,
                 "workdir": str(self.machine_dir(node.hostname)),
             })
         plan = {"address": "127.0.0.1", "username": "admin", "password_file": str(password_file),
@@ -171,7 +175,7 @@ class Lab:
         self.bmcs = BmcProcess(plan, self.workdir / "bmc-plan.json", self.workdir / "bmc.log")
         self._record()
         for node in self.nodes:
-            self._say(f"{node.hostname}: {node.role}, {node.firmware}, {node.memory_mib} MiB, "
+            self._say(f"{node.hostname}: {node.role}, {node.firmware}, {node.memory_mib} MiB, {node.cpus} vCPU, "
                       f"BMC 127.0.0.1:{node.bmc_port}, {node.ip} {node.mac}")
         self._start_serve()
 

@@ -14,6 +14,19 @@ SERVER = "10.213.0.1"
 DISK_GIB = 30  # sparse qcow2; the controller and compute layouts need about 26 GiB
 INSTALL_METHODS = {"image": "image", "preseed": "installer"}  # lab option -> inventory value
 MAX_COMPUTES = 40
+# `--openstack`: the site's OpenStack section (TCG computes, one worker per API, the cluster
+# check). The provider interface is site-wide and named by the NIC: e1000 on QEMU's `pc`
+# machine (BIOS nodes) is ens3, virtio-net on q35 (UEFI) enp0s2, so the OpenStack lab's nodes
+# are BIOS unless --firmware says otherwise. No port is ever bound on it (the check's
+# instance has no network), so the node's address stays where it is.
+OPENSTACK_SECTION = ("{virt_type: qemu, workers: 1, cluster_check: true, "
+                     "provider: {interface: ens3, cidr: " + SITE_NETWORK + ", gateway: " + SERVER + "}}")
+# Memory (MiB) and vCPUs per role: GlusterFS only, and with OpenStack (a controller with one
+# worker per API needs about 3 GiB; a compute node runs libvirt, nova-compute, a TCG guest).
+RESOURCES = {
+    False: {"controller": (2048, 1), "compute": (1024, 1)},
+    True: {"controller": (4096, 2), "compute": (2048, 1)},
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,7 @@ class LabNode:
     firmware: str
     memory_mib: int
     bmc_port: int
+    cpus: int = 1
 
 
 def parse_firmware_choices(values: Sequence[str], hostnames: Sequence[str]) -> dict[str, str]:
@@ -44,9 +58,11 @@ def parse_firmware_choices(values: Sequence[str], hostnames: Sequence[str]) -> d
 
 
 def lab_nodes(computes: int = 2, firmware: Sequence[str] = (), bmc_base_port: int = 16230,
-              controller_mib: int = 2048, compute_mib: int = 1024) -> list[LabNode]:
+              openstack: bool = False, controller_mib: int | None = None) -> list[LabNode]:
     """One controller and `computes` compute nodes. Firmware: the default lab mixes them
-    (every other node UEFI, starting with compute1); `firmware` choices override."""
+    (every other node UEFI, starting with compute1), the OpenStack lab is BIOS (see
+    OPENSTACK_SECTION); `firmware` choices override. Memory and vCPUs per role: RESOURCES
+    (`controller_mib` overrides the controller's memory: the smoke test needs less)."""
     if not 0 <= computes <= MAX_COMPUTES:
         raise UserError(f"--computes {computes}: use 0 to {MAX_COMPUTES}")
     names = ["controller", *(f"compute{i}" for i in range(1, computes + 1))]
@@ -54,20 +70,23 @@ def lab_nodes(computes: int = 2, firmware: Sequence[str] = (), bmc_base_port: in
     nodes = []
     for index, name in enumerate(names):
         role = "controller" if index == 0 else "compute"
+        memory_mib, cpus = RESOURCES[openstack][role]
+        if role == "controller" and controller_mib is not None:
+            memory_mib = controller_mib
         nodes.append(LabNode(
             hostname=name, role=role, ip=f"10.213.0.{10 + index}",
             mac=f"52:54:00:13:00:{0x10 + index:02x}",
-            firmware=chosen.get(name, "uefi" if index % 2 else "bios"),
-            memory_mib=controller_mib if role == "controller" else compute_mib,
-            bmc_port=bmc_base_port + index,
+            firmware=chosen.get(name, "uefi" if index % 2 and not openstack else "bios"),
+            memory_mib=memory_mib, bmc_port=bmc_base_port + index, cpus=cpus,
         ))
     return nodes
 
 
 def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | None,
-                   mirror: str | None = None) -> str:
+                   mirror: str | None = None, openstack: bool = False) -> str:
     """The lab's inventory: the site network on the lab bridge, each node with its BMC
-    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`)."""
+    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`), and
+    with `openstack` the site's OpenStack section (OPENSTACK_SECTION)."""
     if install not in INSTALL_METHODS:
         raise UserError(f"--install {install!r}: use one of {', '.join(INSTALL_METHODS)}")
     lines = [
@@ -85,6 +104,8 @@ def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | 
         lines.append("  install: image")
     if mirror:
         lines += ["  mirrors:", f"    debian12: {mirror}"]
+    if openstack:  # the controller's barriers wait for computes configuring under TCG too
+        lines += [f"  openstack: {OPENSTACK_SECTION}", "  agent: {barrier_timeout: 7200}"]
     lines.append("nodes:")
     for node in nodes:
         lines += [

@@ -24,6 +24,7 @@ from provisiond.roles.secrets import SECRET_SCOPES, placeholder
 
 # Facts and names the roles share.
 COMPUTE_UP = "nova-compute-up"
+CLUSTER_CHECKED = "openstack-cluster-checked"  # the controller proved the whole cluster
 IMAGES_DIR = "/var/lib/glance/images"  # lv_images on the controller (the storage model)
 INSTANCES_DIR = "/var/lib/nova/instances"  # the GlusterFS volume on every node
 STATE_DIR = "/var/lib/provisiond-openstack"  # the role's own files on the node (root only)
@@ -35,7 +36,7 @@ CONTROLLER_PARTS = [
     "openstack/prepare", "openstack/packages", "openstack/firewall", "openstack/infrastructure",
     "openstack/keystone", "openstack/glance", "openstack/placement", "openstack/nova-controller",
     "openstack/neutron-server", "openstack/cinder", "openstack/dashboard", "openstack/controller-verify",
-    "openstack/cell-discovery", "openstack/finish",
+    "openstack/cell-discovery", "openstack/cluster-check", "openstack/finish",
 ]
 COMPUTE_PARTS = [
     "openstack/prepare", "openstack/packages", "openstack/firewall", "openstack/compute",
@@ -90,6 +91,10 @@ class OpenStackSettings(BaseModel):
     provider: ProviderNetwork = Field(default_factory=ProviderNetwork)
     # qemu's live-migration ports; gluster's bricks use 49152-60999, qemu's default 49152-49215.
     migration_ports: tuple[int, int] = (61152, 61215)
+    # After cell discovery the controller proves the cluster end to end: a volume in the volume
+    # group, an instance whose files are on the Gluster volume (manifests/openstack/
+    # cluster_check.py). Off by default: it leaves a volume, a flavor and an instance behind.
+    cluster_check: bool = False
 
     @field_validator("virt_type")
     @classmethod
@@ -272,14 +277,19 @@ class OpenStackPlan:
     @property
     def role_packages(self) -> list[str]:
         """Every package of this node's role, installed in one transaction."""
-        if self.role == "controller":
-            components = ["database", "messaging", "cache", "keystone", "glance", "placement", "nova-controller",
-                          "neutron-server", "cinder-controller", "cinder-volume", "client", "firewall"]
-            if self.settings.dashboard:
-                components.append("dashboard")
-        else:
-            components = [f"hypervisor-{self.settings.virt_type}", "nova-compute", "neutron-agent", "firewall"]
-        return self.packages(*components)
+        return role_packages(self.names, self.role, self.settings)
+
+    @property
+    def cluster_check_spec(self) -> dict[str, Any]:
+        """What manifests/openstack/cluster_check.py proves (no secrets: it logs in with
+        /root/admin-openrc)."""
+        return {"name": "provisiond-cluster-check", "image": "provisiond-verify",
+                "volume_group": self.settings.volume_group, "instances_dir": self.instances_dir,
+                "computes": list(self.computes)}
+
+    @property
+    def cluster_checked(self) -> str:
+        return CLUSTER_CHECKED
 
     @property
     def ports(self) -> list[Port]:
@@ -297,6 +307,37 @@ class OpenStackPlan:
     @property
     def provider(self) -> ProviderNetwork:
         return self.settings.provider
+
+
+def role_components(role: str, settings: OpenStackSettings) -> list[str]:
+    """The package components of a role (keys of Family.packages)."""
+    if role == "controller":
+        return ["database", "messaging", "cache", "keystone", "glance", "placement", "nova-controller",
+                "neutron-server", "cinder-controller", "cinder-volume", "client", "firewall",
+                *(["dashboard"] if settings.dashboard else [])]
+    return [f"hypervisor-{settings.virt_type}", "nova-compute", "neutron-agent", "firewall"]
+
+
+def role_packages(names: Family, role: str, settings: OpenStackSettings) -> list[str]:
+    """Every package of a role, in order, without repeats."""
+    packages: list[str] = []
+    for component in role_components(role, settings):
+        packages += [name for name in names.packages.get(component, ()) if name not in packages]
+    return packages
+
+
+def image_packages(settings: OpenStackSettings | None, role: str,
+                   os_family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a root image of `role` preinstalls for a site's OpenStack (nothing without one):
+    the role's packages and the debconf answers that hold for every node of the role (the
+    per-node ones, such as my-ip, are the prepare part's). The agent's packages step then finds
+    every package installed: a node without a mirror (the lab) needs nothing downloaded."""
+    if settings is None or role not in ("controller", "compute"):
+        return (), ()
+    names = family(os_family)
+    values = {"volume_group": settings.volume_group}
+    debconf = tuple(line.format(**values) for line in names.debconf if "{my_ip}" not in line)
+    return tuple(role_packages(names, role, settings)), debconf
 
 
 def plan_openstack(inventory: Any, node: Any, os_family: str) -> OpenStackPlan | None:

@@ -59,3 +59,36 @@ def test_phase_times_from_state_entry_times() -> None:
     assert phase_times(entered) == {"power-on to PXE": 4.0, "PXE to installer": 26.0,
                                     "install": 100.0, "first boot + agent": 60.0}
     assert phase_times({"powering-on": 1.0}) == {}
+
+
+def test_the_openstack_lab_has_the_memory_and_the_site_section_its_manifests_need(tmp_path: Path) -> None:
+    from provisiond.manifests import ManifestService
+
+    nodes = lab_nodes(2, openstack=True)
+    assert [(n.hostname, n.firmware, n.memory_mib, n.cpus) for n in nodes] == [
+        ("controller", "bios", 4096, 2), ("compute1", "bios", 2048, 1), ("compute2", "bios", 2048, 1)]
+    assert [n.firmware for n in lab_nodes(2, ["compute1=uefi"], openstack=True)] == ["bios", "uefi", "bios"]
+    (tmp_path / "bmc.pass").write_text("pw\n")
+    path = tmp_path / "inventory.yaml"
+    path.write_text(inventory_yaml(nodes, "image", str(tmp_path / "bmc.pass"), openstack=True))
+    inventory = load_inventory(path)
+    settings = inventory.site.openstack
+    assert settings is not None
+    assert (settings.virt_type, settings.workers, settings.cluster_check) == ("qemu", 1, True)
+    assert settings.provider.interface == "ens3"  # e1000 on QEMU's pc machine (BIOS nodes)
+    service = ManifestService(inventory)
+    controller = [step["id"] for step in service.manifest(inventory.node("controller"), "http://x")["steps"]]
+    assert controller.index("cells.discover-hosts") < controller.index("cluster.check") < controller.index(
+        "openstack.configured")
+    compute = [step["id"] for step in service.manifest(inventory.node("compute1"), "http://x")["steps"]]
+    assert "compute.up" in compute and "cluster.check" not in compute
+    # Without --openstack: no OpenStack section, the smaller machines.
+    plain = load_inventory(_written(tmp_path, inventory_yaml(lab_nodes(2), "image", None)))
+    assert plain.site.openstack is None
+    assert [(n.memory_mib, n.cpus) for n in lab_nodes(2)] == [(2048, 1), (1024, 1), (1024, 1)]
+
+
+def _written(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plain.yaml"
+    path.write_text(text)
+    return path

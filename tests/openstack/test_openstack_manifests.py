@@ -322,3 +322,51 @@ def test_the_ports_table_in_the_docs_matches_the_code():
     expected = {(role, port.ports, port.protocol, port.service, port.source)
                 for role, ports in (("controller", CONTROLLER_PORTS), ("compute", COMPUTE_PORTS)) for port in ports}
     assert {row[:5] for row in rows} == expected
+
+
+def test_cluster_check_runs_after_cell_discovery_only_when_the_site_asks(tmp_path: Path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(SITE)
+    inventory = load_inventory(plain)
+    assert not [i for i in ids(ManifestService(inventory).manifest(inventory.node("controller"), URL))
+                if i.startswith("cluster.")]
+    asked = tmp_path / "asked.yaml"
+    asked.write_text(SITE.replace("openstack: {workers: 2,", "openstack: {cluster_check: true, workers: 2,"))
+    inventory = load_inventory(asked)
+    service = ManifestService(inventory)
+    manifest = service.manifest(inventory.node("controller"), URL)
+    order = ids(manifest)
+    before(order, "verify.glance-store", "cells.discover-hosts", "verify.computes-up", "cluster.check-script",
+           "cluster.check-spec", "cluster.check", "cluster.checked", "openstack.configured")
+    by_id = steps(manifest)
+    spec = by_id["cluster.check-spec"]["content"]
+    assert '"volume_group": "nova-volumes"' in spec and '"instances_dir": "/var/lib/nova/instances"' in spec
+    assert '"computes": [\n    "compute1",\n    "compute2"\n  ]' in spec
+    # Guarded by the tool's own check; the admin credentials come from the openrc, never the file.
+    assert "cluster_check.py check" in by_id["cluster.check"]["unless"]
+    assert by_id["cluster.check"]["shell"].startswith(". /root/admin-openrc && ")
+    assert "{{secret:" not in spec
+    assert by_id["cluster.checked"]["fact"] == "openstack-cluster-checked"
+    # Compute nodes never get the check.
+    assert not [i for i in ids(service.manifest(inventory.node("compute1"), URL)) if i.startswith("cluster.")]
+
+
+def test_the_cluster_check_tool_is_valid_python():
+    source = (REPO / "manifests/openstack/cluster_check.py").read_text()
+    compile(source, "cluster_check.py", "exec")
+
+
+def test_image_packages_are_the_role_packages_with_node_independent_debconf(site):
+    from provisiond.roles.openstack import OpenStackSettings, image_packages
+
+    inventory, _service = site
+    controller = steps(manifest_of(site, "controller"))["openstack.packages"]["names"]
+    settings = inventory.site.openstack
+    packages, debconf = image_packages(settings, "controller", "debian")
+    assert list(packages) == controller
+    compute_packages, _ = image_packages(settings, "compute", "debian")
+    assert "nova-compute-qemu" in compute_packages and "nova-api" not in compute_packages
+    assert "cinder-common cinder/volume_group string nova-volumes" in debconf
+    assert not [line for line in debconf if "my-ip" in line or "{" in line]
+    assert image_packages(None, "controller", "debian") == ((), ())
+    assert image_packages(OpenStackSettings(), "storage", "debian") == ((), ())
