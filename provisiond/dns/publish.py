@@ -124,25 +124,29 @@ def host_of(change: Change, inventory: Inventory | None, domain: str) -> str | N
 
 def apply_plan(client: DnsClient, the_plan: Plan, zones: SiteZones, domain: str,
                store: Store | None = None, inventory: Inventory | None = None) -> list[Outcome]:
-    """Send one update per change; each result (and each failure, with the server's reply) is
-    an event of the node in `store`."""
-    outcomes = []
-    for change in the_plan.changes:
-        host = host_of(change, inventory, domain)
-        message = update_message(change, zones.site, zones.settings.ttl, client.signing_key)
-        try:
-            client.update(message, f"{change.describe()} at {client.where}")
-            outcome = Outcome(change, host)
-        except DnsError as exc:
-            outcome = Outcome(change, host, str(exc))
-        outcomes.append(outcome)
-        kind = f"dns:{change.kind}" if outcome.error is None else "dns:failed"
-        detail = {**change.json(), **({"error": outcome.error} if outcome.error else {})}
-        log_event(log, kind, logging.INFO if outcome.error is None else logging.WARNING,
-                  host=host or "", change=change.describe(), error=outcome.error or "")
-        if store is not None:
-            store.add_event(host, kind, Source.DNS, detail)
-    return outcomes
+    """Send one update per change, all over one connection; each result (and each failure,
+    with the server's reply) is an event of the node in `store`."""
+    with client.connection():
+        return [_apply(client, change, zones, domain, store, inventory) for change in the_plan.changes]
+
+
+def _apply(client: DnsClient, change: Change, zones: SiteZones, domain: str, store: Store | None,
+           inventory: Inventory | None) -> Outcome:
+    """One change's update; its outcome logged and recorded as an event of its node."""
+    host = host_of(change, inventory, domain)
+    message = update_message(change, zones.site, zones.settings.ttl, client.signing_key)
+    try:
+        client.update(message, f"{change.describe()} at {client.where}")
+        outcome = Outcome(change, host)
+    except DnsError as exc:
+        outcome = Outcome(change, host, str(exc))
+    kind = f"dns:{change.kind}" if outcome.error is None else "dns:failed"
+    detail = {**change.json(), **({"error": outcome.error} if outcome.error else {})}
+    log_event(log, kind, logging.INFO if outcome.error is None else logging.WARNING,
+              host=host or "", change=change.describe(), error=outcome.error or "")
+    if store is not None:
+        store.add_event(host, kind, Source.DNS, detail)
+    return outcome
 
 
 def sync(inventory: Inventory, dry_run: bool = False, store: Store | None = None) -> SyncReport:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,44 @@ def test_dns_sync_names_the_nodes_of_relayed_networks(bind, tmp_path):
     other = cli(*state, "dns", "sync", cwd=tmp_path)
     assert other.returncode != 0
     assert "rack2.example" in other.stdout + other.stderr and "Traceback" not in other.stderr
+
+
+def test_a_sync_sends_its_updates_over_one_connection_and_reconnects_when_closed(bind, tmp_path,
+                                                                                 monkeypatch):
+    """Six changes, one TCP connection (the AXFRs have their own). When the connection is
+    closed between two updates (as a server does to an idle client), the next update goes
+    over a new connection and nothing is lost."""
+    from provisiond.dns import client as dns_client
+
+    opened = []
+    real_connect = dns_client.socket.create_connection
+
+    def counting(*args, **kwargs):
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(dns_client.socket, "create_connection", counting)
+    inventory = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind,
+                                               {"node1": 11, "node2": 12, "node3": 13}))
+    report = publish.sync(inventory)
+    assert report.ok and len(report.outcomes) == 6 and len(opened) == 1
+    assert bind.dig("node3.lab.example", "A") == ["10.213.0.13"]
+
+    zones = publish.site_zones(inventory.site)
+    client = publish.client_for(zones)
+    bigger = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind,
+                                            {"node1": 11, "node2": 12, "node3": 13, "node4": 14, "node5": 15}))
+    changes = publish.make_plan(bigger, zones, publish.read_zones(client, zones)).changes
+    assert len(changes) == 4
+    with client.connection():
+        client.update(publish.update_message(changes[0], zones.site, 300, client.signing_key), "first")
+        opened[-1].shutdown(socket.SHUT_WR)  # the server sees the connection end
+        for change in changes[1:]:
+            client.update(publish.update_message(change, zones.site, 300, client.signing_key), "next")
+    assert len(opened) == 3
+    assert bind.dig("node5.lab.example", "A") == ["10.213.0.15"]
+    assert bind.dig("14.0.213.10.in-addr.arpa", "PTR") == ["node4.lab.example."]
+    assert publish.sync(bigger).plan.changes == ()
 
 
 @pytest.fixture(autouse=True)
