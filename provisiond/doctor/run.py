@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from provisiond.config import Config
 from provisiond.doctor import assets, probe
 from provisiond.doctor.checks import (
@@ -101,6 +99,8 @@ def _interface(name: str, inventory: Inventory) -> Result:
         real_name, addresses = find_interface(name)
     except UserError:
         return interface_result(name, False, False, [], networks)
+    from pyroute2 import IPRoute  # netlink: ~0.3 s to import, only on the paths that query links
+
     with IPRoute() as ipr:
         link = ipr.get_links(ipr.link_lookup(ifname=real_name)[0])[0]
     return interface_result(real_name, True, bool(link["flags"] & IFF_UP), addresses, networks)
