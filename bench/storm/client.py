@@ -70,6 +70,7 @@ class Node:
     ip: str
     host: str
     uefi: bool
+    delay: float = 0.0  # its wave's offset from the storm's start
     phases: dict[str, Phase] = field(default_factory=dict)
     failed: str = ""
 
@@ -514,7 +515,7 @@ async def poll_states(api: str, source_ip: str, hosts: set[str], deadline: float
 async def main_async(args: argparse.Namespace) -> None:
     plan = json.loads(Path(args.plan).read_text())
     nodes = [Node(n["index"], bytes.fromhex(n["mac"].replace(":", "")), n["ip"], n["host"],
-                  n["uefi"]) for n in plan["nodes"]]
+                  n["uefi"], n.get("delay", 0.0)) for n in plan["nodes"]]
     dhcp_clients = DhcpClients(plan["interface"])
     start, deadline = plan["start"], plan["deadline"]
     rng = random.Random(plan.get("seed", 0))
@@ -524,7 +525,8 @@ async def main_async(args: argparse.Namespace) -> None:
     if plan.get("api"):
         poller = asyncio.create_task(poll_states(plan["api"], plan["poll_ip"],
                                                  set(plan["all_hosts"]), deadline, seen, stop))
-    await asyncio.gather(*(run_node(node, dhcp_clients, start + rng.uniform(0, plan["jitter"]),
+    await asyncio.gather(*(run_node(node, dhcp_clients,
+                                    start + node.delay + rng.uniform(0, plan["jitter"]),
                                     deadline) for node in nodes))
     stop.set()
     if poller is not None:

@@ -354,7 +354,9 @@ def storm(stack: str, nodes: int, args: argparse.Namespace, work: Path) -> dict:
                 "poll_ip": str(NETWORK.broadcast_address - 1 - k),
                 "all_hosts": [f"n{i:04d}" for i in range(nodes)],
                 "nodes": [{"index": i, "mac": node_mac(i), "ip": node_ip(i),
-                           "host": f"n{i:04d}", "uefi": is_uefi(i, args.uefi_every)}
+                           "host": f"n{i:04d}", "uefi": is_uefi(i, args.uefi_every),
+                           "delay": (i // args.wave_size) * args.wave_interval
+                           if args.wave_size else 0.0}
                           for i in range(k, nodes, args.client_ns)],
             }
             (work / f"plan{k}.json").write_text(json.dumps(plan))
@@ -371,7 +373,9 @@ def storm(stack: str, nodes: int, args: argparse.Namespace, work: Path) -> dict:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         daemons.check()
-        return summarize(stack, nodes, start, outs, load_before, os.getloadavg()[0])
+        waves = (f" (waves of {args.wave_size} every {args.wave_interval:g} s)"
+                 if args.wave_size else "")
+        return summarize(stack, nodes, start, outs, load_before, os.getloadavg()[0], waves)
     finally:
         for proc in clients:
             if proc.poll() is None:
@@ -388,7 +392,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(stack: str, nodes: int, start: float, outs: list[Path], load_before: float,
-              load_after: float) -> dict:
+              load_after: float, waves: str) -> dict:
     records, seen = [], {}
     for path in outs:
         if not path.exists():
@@ -418,14 +422,14 @@ def summarize(stack: str, nodes: int, start: float, outs: list[Path], load_befor
     for r in failures:
         reason = r.get("failed", "no result")
         reasons[reason] = reasons.get(reason, 0) + 1
-    return {"stack": stack, "nodes": nodes, "phases": phases, "failures": len(failures),
+    return {"stack": stack, "nodes": nodes, "waves": waves, "phases": phases, "failures": len(failures),
             "reasons": reasons, "all_answer_fetched": all_answered,
             "all_installing_api": all_installing, "load": (load_before, load_after)}
 
 
 def show(result: dict) -> None:
     s = result
-    print(f"\n== {s['stack']}, N={s['nodes']}: failures {s['failures']} {s['reasons'] or ''}, "
+    print(f"\n== {s['stack']}, N={s['nodes']}{s['waves']}: failures {s['failures']} {s['reasons'] or ''}, "
           f"all answer files fetched at {fmt(s['all_answer_fetched'])} s, all installing in "
           f"the API at {fmt(s['all_installing_api'])} s, load {s['load'][0]:.1f} -> "
           f"{s['load'][1]:.1f}", flush=True)
@@ -449,7 +453,7 @@ def table(results: list[dict]) -> None:
         cells = [f"{r['phases'][p]['p50']:.2f}/{r['phases'][p]['p99']:.2f}"
                  + (f" ({r['phases'][p]['retries']} retries)" if r["phases"][p]["retries"] else "")
                  for p in PHASES]
-        print(f"| {r['nodes']} | {r['stack']} | {fmt(r['all_answer_fetched'])} | "
+        print(f"| {r['nodes']}{r['waves']} | {r['stack']} | {fmt(r['all_answer_fetched'])} | "
               f"{fmt(r['all_installing_api'])} | {r['failures']} | {ratio} | "
               + " | ".join(cells) + " |")
     print("\n'vs provisiond': the stack's time until every answer file was fetched, divided by "
@@ -468,6 +472,11 @@ def main() -> int:
                         help="every k-th node is UEFI (default 2: half; 0: none)")
     parser.add_argument("--jitter", type=float, default=2.0,
                         help="power-on spread: each node starts within this many seconds")
+    parser.add_argument("--wave-size", type=int, default=0,
+                        help="power on in waves of this many nodes, as site.power_waves does "
+                        "(default 0: all at once)")
+    parser.add_argument("--wave-interval", type=float, default=0.0,
+                        help="seconds from one wave's start to the next's")
     parser.add_argument("--limit", type=float, default=900,
                         help="seconds one storm may take; unfinished nodes count as failed")
     parser.add_argument("--keep", action="store_true",
