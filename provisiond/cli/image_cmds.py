@@ -9,7 +9,6 @@ from pathlib import Path
 
 from provisiond.config import effective_config
 from provisiond.errors import UserError
-from provisiond.images.build import build
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import IMAGE_OS, ROLE_PACKAGES, RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import load_inventory
@@ -60,6 +59,8 @@ def _roles(args: argparse.Namespace) -> list[str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from provisiond.images.build import build  # brings the HTTP app (the agent): not for --help
+
     cache = cache_from_args(args)
     try:
         recipes = [ramdisk_recipe(args.os_name)] + [root_recipe(args.os_name, role) for role in _roles(args)]
