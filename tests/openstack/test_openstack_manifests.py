@@ -370,3 +370,9 @@ def test_image_packages_are_the_role_packages_with_node_independent_debconf(site
     assert not [line for line in debconf if "my-ip" in line or "{" in line]
     assert image_packages(None, "controller", "debian") == ((), ())
     assert image_packages(OpenStackSettings(), "storage", "debian") == ((), ())
+
+
+def test_tcg_computes_ask_libvirt_for_no_cpu_model(site):
+    manifest = manifest_of(site, "compute1")  # virt_type qemu in SITE
+    nova_compute = [s["path"] for s in manifest["steps"] if s["id"] == "compute.libvirt.libvirt.virt-type"][0]
+    assert ini(manifest, nova_compute, "libvirt", "cpu_mode") == "none"
