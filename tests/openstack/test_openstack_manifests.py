@@ -374,5 +374,21 @@ def test_image_packages_are_the_role_packages_with_node_independent_debconf(site
 
 def test_tcg_computes_ask_libvirt_for_no_cpu_model(site):
     manifest = manifest_of(site, "compute1")  # virt_type qemu in SITE
-    nova_compute = [s["path"] for s in manifest["steps"] if s["id"] == "compute.libvirt.libvirt.virt-type"][0]
+    nova_compute = next(s["path"] for s in manifest["steps"] if s["id"] == "compute.libvirt.libvirt.virt-type")
     assert ini(manifest, nova_compute, "libvirt", "cpu_mode") == "none"
+
+
+def test_every_service_gets_ten_minutes_to_start_before_its_start(site):
+    for host in ("controller", "compute1"):
+        manifest = manifest_of(site, host)
+        order = ids(manifest)
+        by_id = steps(manifest)
+        started = [s for s in manifest["steps"] if s["kind"] == "service" and not s["name"].endswith(".socket")
+                   and s["id"].endswith("." + s["name"]) and not s["id"].startswith("gluster.")]
+        assert started
+        for step in started:
+            drop_in = by_id[step["id"] + ".start-timeout"]
+            assert drop_in["path"] == f"/etc/systemd/system/{step['name']}.service.d/provisiond-start-timeout.conf"
+            assert drop_in["content"] == "[Service]\nTimeoutStartSec=600\n"
+            assert "NeedDaemonReload" in by_id[step["id"] + ".daemon-reload"]["unless"]
+            before(order, step["id"] + ".start-timeout", step["id"] + ".daemon-reload", step["id"])
