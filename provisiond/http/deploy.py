@@ -22,7 +22,7 @@ from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
 from provisiond.http import ctx, node_or_404
-from provisiond.http.auth import bearer_token, is_operator, require_node
+from provisiond.http.auth import own_node_or_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
 from provisiond.images.node_script import NodeIdentity, render_node_script
@@ -80,13 +80,7 @@ def ramdisk_file(os_name: str, name: str) -> Response:
 def env(hostname: str) -> Response:
     node = _image_node(hostname)
     context = ctx()
-    peer = request.remote_addr or ""
-    lease = context.store.lease_for(node.mac)
-    own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
-    operator = is_operator(bearer_token())
-    if not (own or operator):
-        abort(403, description=f"the deploy settings of {node.hostname} are served only to that node "
-                               f"({node.ip}) or with the operator token; {peer} is neither")
+    own, operator = own_node_or_operator(node, "deploy settings page")
     image = root_image(node)
     if image is None:
         reason = (f"no root image for {node.os_name}/{node.role} in {context.config.image_cache} "
@@ -96,7 +90,7 @@ def env(hostname: str) -> Response:
         abort(503, description=reason)
     if own and not operator:
         context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
-                              detail={"fetched": "deploy-env", "peer": peer})
+                              detail={"fetched": "deploy-env", "peer": request.remote_addr or ""})
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {
