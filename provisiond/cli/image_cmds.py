@@ -1,4 +1,4 @@
-"""`image build|list|rm`: the image install method's root images and deploy ramdisk."""
+"""`image build|list|rm|prune`: the image install method's root images and deploy ramdisk."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     rm_cmd.add_argument("what", nargs="+")
     rm_cmd.add_argument("--cache-dir", type=Path, help=cache_help)
     rm_cmd.set_defaults(func=run_rm)
+
+    prune_cmd = actions.add_parser("prune", help="remove all but the newest builds of each name")
+    prune_cmd.add_argument("--keep", type=int, default=1, metavar="N",
+                           help="builds kept per name, newest first (default 1: the one served)")
+    prune_cmd.add_argument("--cache-dir", type=Path, help=cache_help)
+    prune_cmd.set_defaults(func=run_prune)
 
 
 def cache_from_args(args: argparse.Namespace) -> ImageCache:
@@ -100,4 +106,19 @@ def run_rm(args: argparse.Namespace) -> int:
             missing.append(what)
     if missing:
         raise UserError(f"no build named or keyed {', '.join(missing)} in {cache.dir} (see: provisiond image list)")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    if args.keep < 1:
+        raise UserError(f"--keep {args.keep}: keep at least 1 build per name (the newest is the one "
+                        "served); remove a whole name with: provisiond image rm NAME")
+    cache = cache_from_args(args)
+    gone = cache.prune(args.keep)
+    for artifact in gone:
+        size = sum(info["bytes"] for info in artifact.files.values())
+        print(f"removed {artifact.name} {artifact.key[:12]} ({size / 1e6:.1f} MB)")
+    freed = sum(info["bytes"] for artifact in gone for info in artifact.files.values())
+    print(f"image prune: removed {len(gone)} build(s), {freed / 1e6:.1f} MB; kept the newest {args.keep} "
+          f"of each name in {cache.dir}")
     return 0

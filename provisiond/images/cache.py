@@ -78,11 +78,30 @@ class ImageCache:
     def remove(self, what: str) -> list[Artifact]:
         """Remove every build whose name is `what` or whose key starts with `what` (6+ chars)."""
         gone = [a for a in self.artifacts() if a.name == what or (len(what) >= 6 and a.key.startswith(what))]
-        for artifact in gone:
+        self._delete(gone)
+        return gone
+
+    def prune(self, keep: int) -> list[Artifact]:
+        """Remove all but the `keep` newest builds of every name (the newest is the one served,
+        so keep is at least 1); returns what was removed. Each rebuild after a change of a recipe,
+        the build code or the ramdisk's scripts leaves the previous build behind (~200-550 MB)."""
+        if keep < 1:
+            raise ValueError("keep at least the newest build of each name (it is the one served)")
+        seen: dict[str, int] = {}
+        gone = []
+        for artifact in self.artifacts():  # newest first per name
+            seen[artifact.name] = seen.get(artifact.name, 0) + 1
+            if seen[artifact.name] > keep:
+                gone.append(artifact)
+        self._delete(gone)
+        return gone
+
+    @staticmethod
+    def _delete(artifacts: list[Artifact]) -> None:
+        for artifact in artifacts:
             shutil.rmtree(artifact.path)
             with contextlib.suppress(OSError):
                 artifact.path.parent.rmdir()
-        return gone
 
 
 def publish(staging: Path, files: list[Path], recipe: Recipe, key: str, cache: ImageCache,
