@@ -22,6 +22,8 @@ from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
 from provisiond.http import ctx, node_or_404
+from provisiond.http.agent import UNIT as AGENT_UNIT
+from provisiond.http.agent import build_zipapp
 from provisiond.http.auth import own_node_or_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
@@ -143,6 +145,7 @@ def node_script(hostname: str) -> Response:
         prefixlen=site.network.prefixlen, gateway=str(site.gateway), firmware=node.firmware,
         server_url=context.url_base(), token=context.store.current_token(node.hostname),
         agent_credential=context.store.agent_credential(node.hostname),
+        agent_zipapp=build_zipapp(), agent_unit=AGENT_UNIT,
         dns=[str(server) for server in site.dns], ntp=site.ntp_servers,
         root_password_hash=site.root_password_hash, ssh_authorized_keys=list(site.ssh_authorized_keys),
     )

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from provisiond.errors import UserError
-from provisiond.http.agent import UNIT as AGENT_UNIT
-from provisiond.http.agent import build_zipapp
 from provisiond.images.cache import Artifact, ImageCache, publish
 from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PATHS, Recipe
 
@@ -66,8 +64,6 @@ def build_inputs(recipe: Recipe) -> list[bytes]:
     inputs = [Path(__file__).read_bytes()]
     if recipe.kind == "ramdisk":
         inputs += [path.read_bytes() for path in sorted(RAMDISK_FILES.iterdir())]
-    else:
-        inputs += [build_zipapp(), AGENT_UNIT.encode()]
     return inputs
 
 
@@ -149,7 +145,7 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     root = work / "root"
     _debootstrap(recipe, root, debs, progress)
     version = _kernel_version(root)
-    progress(f"configure: kernel {version}, LVM activation in the initramfs, agent, services")
+    progress(f"configure: kernel {version}, LVM activation in the initramfs, services")
     (root / "etc/fstab").unlink(missing_ok=True)  # the layout script writes it, by UUID, on the node
     script = root / "etc/initramfs-tools/scripts/local-block/provisiond-lvm"
     script.parent.mkdir(parents=True, exist_ok=True)
@@ -160,13 +156,7 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     for relative in ROOT_MODULE_TRIM:
         shutil.rmtree(modules / relative, ignore_errors=True)
     _run(["chroot", str(root), "depmod", version], progress)
-    # The agent as the installers put it: the zipapp and unit provisiond serves (http/agent.py).
-    for directory, mode in (("usr/local/lib/provisiond-agent", 0o755), ("var/lib/provisiond-agent", 0o700),
-                            ("etc/provisiond", 0o700)):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-        (root / directory).chmod(mode)
-    (root / "usr/local/lib/provisiond-agent/provisiond-agent.pyz").write_bytes(build_zipapp())
-    (root / "etc/systemd/system/provisiond-agent.service").write_text(AGENT_UNIT)
+    # The agent is not baked in: the deploy's node script writes it (no rebuild when it changes).
     (root / "etc/systemd/system/provisiond-ssh-keys.service").write_text(SSH_KEYS_UNIT)
     for key in root.glob("etc/ssh/ssh_host_*"):
         key.unlink()

@@ -6,6 +6,7 @@ cache laid out by the builder's own publishing code."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 from dataclasses import replace
@@ -203,6 +204,15 @@ def test_node_script_is_valid_shell_and_writes_the_identity(env, tmp_path):
     assert credential.read_text() == store.agent_credential("img1") + "\n"
     assert credential.stat().st_mode & 0o777 == 0o600
     assert "10.213.0.11\timg1.lab.example\timg1" in (target / "etc/hosts").read_text()
+    assert (target / "etc/provisiond").stat().st_mode & 0o777 == 0o700
+    # The agent comes with the node script (not baked into the image): the bytes served at /agent/.
+    pyz = target / "usr/local/lib/provisiond-agent/provisiond-agent.pyz"
+    assert pyz.read_bytes() == client.get("/agent/provisiond-agent.pyz").data
+    assert (target / "etc/systemd/system/provisiond-agent.service").read_text() == \
+        client.get("/agent/provisiond-agent.service").get_data(as_text=True)
+    wants = target / "etc/systemd/system/multi-user.target.wants/provisiond-agent.service"
+    assert os.readlink(wants) == "/etc/systemd/system/provisiond-agent.service"
+    assert (target / "var/lib/provisiond-agent").stat().st_mode & 0o777 == 0o700
     usage = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=10)
     assert usage.returncode == 2 and "usage" in usage.stderr
 
