@@ -52,9 +52,9 @@ def _image_node(hostname: str) -> Node:
 
 
 def root_image(node: Node) -> Artifact | None:
-    """The newest cached root image for the node's OS and role."""
+    """The cached root image this provisiond built for the node's OS and role (its key)."""
     try:
-        return _cache().lookup(root_recipe(node.os_name, node.role).name)
+        return _cache().served(root_recipe(node.os_name, node.role))
     except RecipeError:
         return None
 
@@ -71,7 +71,7 @@ def ramdisk_file(os_name: str, name: str) -> Response:
         recipe = ramdisk_recipe(os_name)
     except RecipeError as exc:
         abort(404, description=str(exc))
-    artifact = _cache().lookup(recipe.name)
+    artifact = _cache().served(recipe)
     if artifact is None or name not in artifact.files:
         abort(404, description=f"no deploy ramdisk file {name} for {os_name} in {_cache().dir} "
                                "(build it: provisiond image build)")

@@ -3,7 +3,8 @@
     <cache>/<name>/<key>/   the artifact files, a <file>.sha256 beside each, meta.json
     <cache>/debs/           .deb files debootstrap downloaded (reused by the next build)
 
-The newest build of a name is the one served. Kept apart from the build code: the build
+The build with this provisiond's own content key is the one served (another checkout or
+version sharing the cache builds under other keys). Kept apart from the build code: the build
 code is part of every content key, the cache's bookkeeping is not.
 """
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.images.recipes import Recipe
+from provisiond.images.recipes import Recipe, RecipeError, ramdisk_recipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def sha256_file(path: Path) -> str:
 
 
 class ImageCache:
-    """The artifact cache: <dir>/<name>/<key>/ per build, newest per name is the current one."""
+    """The artifact cache: <dir>/<name>/<key>/ per build; served: the build with our own key."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -65,12 +66,22 @@ class ImageCache:
                 return artifact
         return None
 
+    def served(self, recipe: Recipe) -> Artifact | None:
+        """The build this provisiond serves for `recipe`: the one with its own content key (a
+        newer build by other code, sharing the cache, is not it)."""
+        from provisiond.images.build import build_inputs  # build.py imports this module
+
+        return self.lookup(recipe.name, recipe.key(*build_inputs(recipe)))
+
     def ramdisk_file(self, served_path: str) -> Path | None:
         """The cached file behind `images/ramdisk/<os>/<file>` (a TFTP name), or None."""
         parts = served_path.strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["images", "ramdisk"]:
             return None
-        artifact = self.lookup(f"ramdisk-{parts[2]}")
+        try:
+            artifact = self.served(ramdisk_recipe(parts[2]))
+        except RecipeError:
+            return None
         if artifact is None or parts[3] not in artifact.files:
             return None
         return artifact.path / parts[3]

@@ -20,6 +20,7 @@ from provisiond import nodes
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.images import cache as image_cache
+from provisiond.images.build import build_inputs
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.inventory import InventoryError, load_inventory
@@ -40,14 +41,16 @@ IMG2 = {"REMOTE_ADDR": "10.213.0.12"}
 IMAGE_BYTES = b"not really zstd, but real bytes with a real checksum" * 100
 
 
-def publish(cache: ImageCache, recipe, files: dict[str, bytes]) -> None:
-    staging = cache.dir / f".staging-{recipe.name}"
+def publish(cache: ImageCache, recipe, files: dict[str, bytes], key: str | None = None) -> None:
+    """A build of `recipe` in the cache, by default under the key this code gives it."""
+    key = key or recipe.key(*build_inputs(recipe))
+    staging = cache.dir / f".staging-{recipe.name}-{key}"
     staging.mkdir(parents=True)
     paths = []
     for name, data in files.items():
         (staging / name).write_bytes(data)
         paths.append(staging / name)
-    image_cache.publish(staging, paths, recipe, "k" * 64, cache, 0.0, {})
+    image_cache.publish(staging, paths, recipe, key, cache, 0.0, {})
 
 
 @pytest.fixture
@@ -234,3 +237,23 @@ def test_image_method_is_debian_only(tmp_path):
     (tmp_path / "inventory.yaml").write_text(INVENTORY.replace("install: installer", "install: floppy"))
     with pytest.raises(InventoryError, match="install"):
         load_inventory(tmp_path / "inventory.yaml")
+
+
+def test_only_the_build_with_this_codes_key_is_served(env):
+    """A newer build of the same name by other code sharing the cache (another checkout, an
+    older or newer provisiond) is neither served nor offered: its bytes are not ours."""
+    client, store, _, cache = env
+    publish(cache, ramdisk_recipe("debian12"), {"vmlinuz": b"other kernel", "initrd.img": b"other"}, key="f" * 64)
+    publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": b"other image"}, key="e" * 64)
+    assert cache.lookup("root-debian12-compute").key == "e" * 64  # the newest ...
+    assert client.get("/images/ramdisk/debian12/vmlinuz").data == b"kernel" * 10  # ... is not served
+    served = client.boot_service.tftp_responder("images/ramdisk/debian12/initrd.img", "10.213.0.11")
+    assert isinstance(served, Path) and served.read_bytes() == b"initrd" * 10
+    values = settings(client, IMG1)
+    assert values["IMAGE_SHA256"] == hashlib.sha256(IMAGE_BYTES).hexdigest()
+    token = {"Authorization": "Bearer " + store.current_token("img1")}
+    assert client.get("/deploy/img1/root.tar.zst", headers=token).data == IMAGE_BYTES
+    cache.remove("root-debian12-compute")
+    publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": b"other image"}, key="e" * 64)
+    reply = client.get("/deploy/img1/env", environ_base=IMG1)
+    assert reply.status_code == 503 and b"provisiond image build --role compute" in reply.data

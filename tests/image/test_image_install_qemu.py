@@ -43,7 +43,7 @@ def controller_images() -> str:
 
 
 def image_listing(role: str) -> list[str]:
-    image = ImageCache(IMAGE_CACHE).lookup(root_recipe("debian12", role).name)
+    image = ImageCache(IMAGE_CACHE).served(root_recipe("debian12", role))
     assert image is not None
     return subprocess.run(f"zstd -dc {image.path / 'root.tar.zst'} | tar -tf -", shell=True,
                           capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
@@ -157,8 +157,8 @@ def test_corrupt_image_is_refused_before_the_disk_is_touched(compute_images, tmp
     """A truncated root image (its published sha256 no longer matches): the node fails with
     the checksum reason and the disk has not been written at all."""
     source = ImageCache(IMAGE_CACHE)
-    ramdisk = source.lookup(ramdisk_recipe("debian12").name)
-    root = source.lookup(root_recipe("debian12", "compute").name)
+    ramdisk = source.served(ramdisk_recipe("debian12"))
+    root = source.served(root_recipe("debian12", "compute"))
     assert ramdisk is not None and root is not None
     cache = ImageCache(tmp_path / "cache")
     for artifact, recipe, truncate in ((ramdisk, ramdisk_recipe("debian12"), False),
