@@ -9,7 +9,7 @@ from pathlib import Path
 
 from provisiond.config import effective_config
 from provisiond.errors import UserError
-from provisiond.images.build import build
+from provisiond.images.build import build, build_inputs
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import IMAGE_OS, ROLE_PACKAGES, RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import load_inventory
@@ -40,7 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     prune_cmd = actions.add_parser("prune", help="remove all but the newest builds of each name")
     prune_cmd.add_argument("--keep", type=int, default=1, metavar="N",
-                           help="builds kept per name, newest first (default 1: the one served)")
+                           help="builds kept per name, newest first (default 1); the builds this provisiond "
+                           "serves (its own content keys) are always kept")
     prune_cmd.add_argument("--cache-dir", type=Path, help=cache_help)
     prune_cmd.set_defaults(func=run_prune)
 
@@ -111,14 +112,16 @@ def run_rm(args: argparse.Namespace) -> int:
 
 def run_prune(args: argparse.Namespace) -> int:
     if args.keep < 1:
-        raise UserError(f"--keep {args.keep}: keep at least 1 build per name (the newest is the one "
-                        "served); remove a whole name with: provisiond image rm NAME")
+        raise UserError(f"--keep {args.keep}: keep at least 1 build per name; remove a whole name "
+                        "with: provisiond image rm NAME")
     cache = cache_from_args(args)
-    gone = cache.prune(args.keep)
+    served = [ramdisk_recipe(os_name) for os_name in IMAGE_OS]
+    served += [root_recipe(os_name, role) for os_name in IMAGE_OS for role in ROLE_PACKAGES]
+    gone = cache.prune(args.keep, protect=frozenset(recipe.key(*build_inputs(recipe)) for recipe in served))
     for artifact in gone:
         size = sum(info["bytes"] for info in artifact.files.values())
         print(f"removed {artifact.name} {artifact.key[:12]} ({size / 1e6:.1f} MB)")
     freed = sum(info["bytes"] for artifact in gone for info in artifact.files.values())
     print(f"image prune: removed {len(gone)} build(s), {freed / 1e6:.1f} MB; kept the newest {args.keep} "
-          f"of each name in {cache.dir}")
+          f"of each name and the builds this provisiond serves in {cache.dir}")
     return 0

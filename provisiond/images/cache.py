@@ -92,17 +92,18 @@ class ImageCache:
         self._delete(gone)
         return gone
 
-    def prune(self, keep: int) -> list[Artifact]:
-        """Remove all but the `keep` newest builds of every name (the newest is the one served,
-        so keep is at least 1); returns what was removed. Each rebuild after a change of a recipe,
-        the build code or the ramdisk's scripts leaves the previous build behind (~200-550 MB)."""
+    def prune(self, keep: int, protect: frozenset[str] = frozenset()) -> list[Artifact]:
+        """Remove all but the `keep` newest builds of every name, and never a build whose key
+        is in `protect` (the ones this provisiond serves); returns what was removed. Each rebuild
+        after a change of a recipe, the build code or the ramdisk's scripts leaves the previous
+        build behind (~70-190 MB each)."""
         if keep < 1:
-            raise ValueError("keep at least the newest build of each name (it is the one served)")
+            raise ValueError("keep at least the newest build of each name")
         seen: dict[str, int] = {}
         gone = []
         for artifact in self.artifacts():  # newest first per name
             seen[artifact.name] = seen.get(artifact.name, 0) + 1
-            if seen[artifact.name] > keep:
+            if seen[artifact.name] > keep and artifact.key not in protect:
                 gone.append(artifact)
         self._delete(gone)
         return gone

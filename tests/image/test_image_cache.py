@@ -102,7 +102,15 @@ def test_image_prune_keeps_the_newest_builds_of_each_name(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "removed root-debian12-compute bbbbbbbbbbbb" in out and "removed 1 build(s)" in out
     assert [(a.name, a.key[0]) for a in cache.artifacts()] == [(compute.name, "c"), (controller.name, "d")]
-    assert cache.lookup(compute.name).key == "c" * 64  # the served build is untouched
+    # The build this code serves (its own key) stays, however old: another checkout sharing
+    # the cache may have built newer ones under other keys.
+    own = compute.key(*build_inputs(compute))
+    publish(cache, compute, own)
+    (cache.dir / compute.name / own / "meta.json").write_text(
+        (cache.dir / compute.name / own / "meta.json").read_text().replace('"built_at":', '"built_at": 1, "was":'))
+    assert main(["image", "prune", "--cache-dir", str(cache.dir)]) == 0
+    assert "removed 0 build(s)" in capsys.readouterr().out
+    assert cache.served(compute).key == own and cache.lookup(compute.name).key == "c" * 64
     assert main(["image", "prune", "--keep", "0", "--cache-dir", str(cache.dir)]) == 1
     assert "keep at least 1 build per name" in capsys.readouterr().err
-    assert len(cache.artifacts()) == 2
+    assert len(cache.artifacts()) == 3
