@@ -24,15 +24,24 @@ from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PA
 RAMDISK_FILES = Path(__file__).resolve().parent / "ramdisk"
 BUILD_TIMEOUT = 1800  # seconds for one debootstrap (a slow mirror); every step is bounded
 
-# Debian 12's initramfs activates LVM only through udev events, which races at boot (2 of 5
-# boots in the measurements dropped to "vg_base-lv_root does not exist"); this makes it sure.
-LVM_LOCAL_BLOCK = """#!/bin/sh
-# provisiond: activate every volume group before the root is looked for (no udev race).
+# Debian 12's initramfs activates LVM only through udev events, and that races at boot:
+# - the root LV may not exist yet when it is looked for (2 of 5 boots in the measurements
+#   dropped to "vg_base-lv_root does not exist"): the `local-block` copy activates it;
+# - udev's pvscan marks every complete VG "online" in /run/lvm before its vgchange has run; when
+#   the root appears first, the initramfs moves on and udev exits, a data VG (vg_gluster,
+#   vg_images) may never be activated, and the booted system, seeing it "online", never
+#   activates it either: the first boot waits on its fstab UUID (a CI run sat 10 minutes on
+#   one). The `local-bottom` copy, run on every boot after the root is mounted and before udev
+#   exits, settles udev and activates every VG, so every LV exists when systemd starts.
+LVM_ACTIVATE = """#!/bin/sh
+# provisiond: activate every volume group in the initramfs (no udev race; see images/build.py).
 PREREQ=""
 prereqs() { echo "$PREREQ"; }
 case "$1" in prereqs) prereqs; exit 0 ;; esac
+udevadm settle --timeout=60 >/dev/null 2>&1 || true
 lvm vgchange -aay --sysinit >/dev/null 2>&1 || true
 """
+LVM_ACTIVATE_STAGES = ("local-block", "local-bottom")
 GRUB_DEFAULTS = """# provisiond: serial and VGA console, no menu wait, no os-prober
 GRUB_DEFAULT=0
 GRUB_TIMEOUT=1
@@ -147,10 +156,11 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     version = _kernel_version(root)
     progress(f"configure: kernel {version}, LVM activation in the initramfs, services")
     (root / "etc/fstab").unlink(missing_ok=True)  # the layout script writes it, by UUID, on the node
-    script = root / "etc/initramfs-tools/scripts/local-block/provisiond-lvm"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(LVM_LOCAL_BLOCK)
-    script.chmod(0o755)
+    for stage in LVM_ACTIVATE_STAGES:
+        script = root / "etc/initramfs-tools/scripts" / stage / "provisiond-lvm"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(LVM_ACTIVATE)
+        script.chmod(0o755)
     (root / "etc/default/grub").write_text(GRUB_DEFAULTS)
     modules = root / "usr/lib/modules" / version
     for relative in ROOT_MODULE_TRIM:

@@ -56,6 +56,7 @@ def test_root_image_holds_no_fstab_no_host_keys_and_no_agent(compute_images):
     listing = image_listing("compute")
     assert "./etc/fstab" not in listing
     for member in ("./etc/initramfs-tools/scripts/local-block/provisiond-lvm",
+                   "./etc/initramfs-tools/scripts/local-bottom/provisiond-lvm",
                    "./etc/systemd/system/multi-user.target.wants/glusterd.service",
                    "./etc/systemd/system/multi-user.target.wants/ssh.service"):
         assert member in listing, member
