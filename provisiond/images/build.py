@@ -77,7 +77,11 @@ def build_inputs(recipe: Recipe) -> list[bytes]:
 
 
 def _run(command: list[str], progress: Progress, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"image build: {' '.join(command[:4])} ... did not finish in {timeout:.0f} s (a machine "
+                        "this loaded: run the build again when it is quieter); nothing was published") from None
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
         raise UserError(f"image build: {' '.join(command[:3])} ... failed (exit {result.returncode}):\n"
@@ -175,7 +179,8 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     _run(["chroot", str(root), "systemctl", "enable", *recipe.services, "provisiond-ssh-keys.service"], progress)
     progress("initramfs (built here, natively: update-initramfs on a TCG node takes minutes)")
     with _chroot_mounts(root):
-        _run(["chroot", str(root), "update-initramfs", "-c", "-k", version], progress)
+        # zstd -9 of ~40 MB: ~1 min idle, it passed 600 s with six test suites on two cores.
+        _run(["chroot", str(root), "update-initramfs", "-c", "-k", version], progress, timeout=BUILD_TIMEOUT)
     (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     _trim(root)
     tree = _tree_bytes(root)

@@ -114,3 +114,11 @@ def test_image_prune_keeps_the_newest_builds_of_each_name(tmp_path, capsys):
     assert main(["image", "prune", "--keep", "0", "--cache-dir", str(cache.dir)]) == 1
     assert "keep at least 1 build per name" in capsys.readouterr().err
     assert len(cache.artifacts()) == 3
+
+
+def test_a_build_step_that_runs_too_long_is_a_clear_error():
+    from provisiond.errors import UserError
+    from provisiond.images.build import _run
+
+    with pytest.raises(UserError, match=r"image build: sleep 5 \.\.\. did not finish in 1 s .*nothing was published"):
+        _run(["sleep", "5"], print, timeout=1)
