@@ -163,7 +163,7 @@ class ImageSite:
             [*self.network.exec_prefix(), *PROVISIOND, *self.globals(), "serve", "--interface",
              self.network.bridge, "--tftp-root", str(self.workdir / "tftp")],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a loaded machine took over 60 s
         while b"event=serving" not in (self.workdir / "serve.log").read_bytes():
             assert self.serve.poll() is None and time.monotonic() < deadline, self.serve_log()
             time.sleep(0.2)
