@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from provisiond.dns.settings import DnsUpdateSettings, KeyFileError, parse_key_file
 from provisiond.errors import UserError
 from provisiond.roles.openstack import OpenStackSettings
 from provisiond.roles.settings import AgentSettings, GlusterSettings
@@ -206,6 +207,7 @@ class Site(_Model):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     openstack: OpenStackSettings | None = None  # None: GlusterFS only, no OpenStack parts
     install: str = "installer"  # the nodes' default install method
+    dns_update: DnsUpdateSettings | None = None  # None: provisiond publishes no names (docs/dns.md)
 
     @field_validator("install", mode="before")
     @classmethod
@@ -615,6 +617,23 @@ def _check_nodes(site: Site | None, raw_nodes: list[Any], lines: dict[Loc, int],
     return problems
 
 
+def _resolve_dns_update(site: Site, base_dir: Path, lines: dict[Loc, int]) -> tuple[Site, list[Problem]]:
+    """The site with dns_update.key_file made absolute, and the key file checked (it exists,
+    is readable and holds one TSIG key; the secret is never quoted)."""
+    if site.dns_update is None:
+        return site, []
+    settings = site.dns_update.resolved(base_dir)
+    loc = ("site", "dns_update", "key_file")
+    try:
+        parse_key_file(settings.key_file.read_text())
+    except OSError as exc:
+        message = f"{settings.key_file}: {exc.strerror} (make one with `tsig-keygen -a hmac-sha256 NAME`, mode 0600)"
+        return site, [Problem(_line_of(lines, loc), _dotted(loc), message)]
+    except KeyFileError as exc:
+        return site, [Problem(_line_of(lines, loc), _dotted(loc), f"{settings.key_file}: {exc}")]
+    return site.model_copy(update={"dns_update": settings}), []
+
+
 def load_inventory(path: Path | str) -> Inventory:
     """Load and validate an inventory file; raise InventoryError listing every problem."""
     path = Path(path)
@@ -651,6 +670,9 @@ def load_inventory(path: Path | str) -> Inventory:
             site = Site.model_validate(data["site"])
         except ValidationError as exc:
             problems += _validation_problems(exc, ("site",), lines, Site.model_fields)
+        else:
+            site, key_problems = _resolve_dns_update(site, path.resolve().parent, lines)
+            problems += key_problems
 
     raw_nodes = data.get("nodes")
     parsed: list[tuple[int, Node]] = []

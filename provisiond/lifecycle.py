@@ -39,6 +39,7 @@ class Source(StrEnum):
     AGENT = "agent"
     OPERATOR = "operator"
     TIMER = "timer"
+    DNS = "dns"
 
 
 class Event(StrEnum):
@@ -69,6 +70,9 @@ OBSERVATIONS = frozenset({Event.DHCP_BOOT_REQUEST, Event.BOOT_CONFIG_FETCHED, Ev
 ACTIVE = frozenset(
     {State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED, State.CONFIGURING}
 )
+# Entering one of these, a node runs its installed OS on its own address: its name is published
+# (provisiond.dns follows the store's state events for this; nothing calls it directly).
+ON_ITS_ADDRESS = frozenset({State.INSTALLED, State.CONFIGURING, State.READY})
 # States in which a node with netboot on gets the installer (a failed node boots local: it
 # moves only by the operator, so it never loops into an install its callbacks cannot report).
 INSTALLABLE = frozenset({State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING})

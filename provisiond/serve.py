@@ -1,8 +1,9 @@
 """`provisiond serve`: DHCP, TFTP and HTTP around one store, until SIGTERM.
 
-In-process: DHCP (per interface), TFTP (on each interface's site address) and the deadline
-timer, each with start()/stop(). HTTP: gunicorn (gthread worker, sendfile) as a child
-process managed by PID, bound to the same addresses. All share the SQLite store (WAL), so a
+In-process: DHCP (per interface), TFTP (on each interface's site address), the deadline
+timer and (with site.dns_update) the DNS name publisher, each with start()/stop(). HTTP:
+gunicorn (gthread worker, sendfile) as a child process managed by PID, bound to the same
+addresses. All share the SQLite store (WAL), so a
 killed and restarted server resumes exactly where it was: state, leases and events are on disk.
 """
 
@@ -28,6 +29,7 @@ from provisiond import nodes
 from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.dhcp.server import DhcpServer
+from provisiond.dns.publish import NamePublisher
 from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.http import operator_token
@@ -169,6 +171,8 @@ class Server:
         endpoints = [resolve_endpoint(spec, inventory.site, config.http_port)
                      for spec in config.interfaces]
         self._prepare_tftp_root()
+        # Created before the sync, so the nodes it removes from the store lose their names too.
+        publisher = NamePublisher(store, inventory) if inventory.site.dns_update is not None else None
         nodes.sync(store, inventory)
         operator_token(config.operator_token_file)
         self._check_assets()
@@ -189,6 +193,9 @@ class Server:
             timer = DeadlineTimer(store, config)
             timer.start()
             self._started.append(("deadline timer", timer))
+            if publisher is not None:
+                publisher.start()
+                self._started.append(("dns publisher", publisher))
         except BaseException:
             self.stop()
             raise

@@ -19,6 +19,8 @@ from provisiond.logs import setup_logging
 COMMAND_MODULES = (
     "provisiond.cli.inventory_cmds",
     "provisiond.cli.dhcp_cmds",
+    "provisiond.cli.dns_cmds",
+    "provisiond.cli.doctor_cmds",
     "provisiond.cli.image_cmds",
     "provisiond.cli.lab_cmds",
     "provisiond.cli.power_cmds",

@@ -25,6 +25,7 @@ from provisiond.inventory import ROLES, Inventory, Node, load_inventory
 from provisiond.lab import vbmc
 from provisiond.lifecycle import Source
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
+from provisiond.power.targets import bmc_targets
 from provisiond.store import Store
 
 POWER_ACTIONS = tuple(a for a in ACTIONS if a != "pxe-boot")
@@ -96,33 +97,6 @@ def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
     return inventory, inventory.select(args.hosts, role=args.role, all_nodes=args.all_nodes)
 
 
-def _targets(nodes: list[Node], action: str) -> tuple[list[BmcTarget], list[NodeResult]]:
-    """BMC targets with passwords read now; nodes that cannot be reached become failures."""
-    targets, failures = [], []
-    for node in nodes:
-        if node.bmc is None:
-            failures.append(NodeResult(
-                name=node.hostname, action=action, ok=False, error_kind="no BMC",
-                message=f"{node.hostname} has no bmc: section in the inventory; add one "
-                "(address, username, password_file or password_env) or power it by hand",
-            ))
-            continue
-        try:
-            password = node.bmc.password()
-        except UserError as exc:
-            failures.append(NodeResult(
-                name=node.hostname, action=action, ok=False, error_kind="no password",
-                message=str(exc),
-            ))
-            continue
-        targets.append(BmcTarget(
-            name=node.hostname, address=node.bmc.address, port=node.bmc.port,
-            username=node.bmc.username, password=password, uefi=node.uefi,
-            driver=node.bmc.driver,
-        ))
-    return targets, failures
-
-
 def _run_with_progress(
     targets: list[BmcTarget], action: str, config: PowerConfig, label: str,
     on_result: Callable[[NodeResult], None] | None = None,
@@ -176,7 +150,7 @@ def _ordered(nodes: list[Node], *groups: list[NodeResult]) -> list[NodeResult]:
 def run_power(args: argparse.Namespace) -> int:
     inventory, nodes = _select(args)
     config = _config(args)
-    targets, failures = _targets(nodes, args.action)
+    targets, failures = bmc_targets(nodes, args.action)
     store = _open_store(args, inventory) if args.action != "status" else None
 
     def record(result: NodeResult) -> None:
@@ -192,7 +166,7 @@ def run_power(args: argparse.Namespace) -> int:
 def run_provision(args: argparse.Namespace) -> int:
     inventory, nodes = _select(args)
     config = _config(args)
-    targets, failures = _targets(nodes, "pxe-boot")
+    targets, failures = bmc_targets(nodes, "pxe-boot")
     store = _open_store(args, inventory)
     # Mark for install before powering on: the node may reach DHCP within seconds.
     for target in targets:

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
-from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import Unauthorized
 
 import agent as agent_package
 from provisiond.errors import UserError
 from provisiond.http import ctx, node_or_404
-from provisiond.http.auth import bearer_token, require_operator
+from provisiond.http.auth import require_credential, require_operator
 from provisiond.layouts import LayoutError, plan_layout
 from provisiond.lifecycle import Event, Source, State
 from provisiond.logs import log_event
@@ -89,14 +87,10 @@ def build_zipapp() -> bytes:
 
 
 def require_agent(hostname: str) -> None:
-    token = bearer_token()
-    if token is None:
-        raise Unauthorized(description=f"{hostname}'s agent endpoints need its agent credential "
-                           "(Authorization: Bearer <the contents of /etc/provisiond/agent.credential>)",
-                           www_authenticate=WWWAuthenticate("bearer"))
-    if not (token and ctx().store.verify_agent_credential(hostname, token)):
-        abort(403, description=f"the credential is not {hostname}'s current agent credential "
-                               "(another node's, or stale after a reinstall)")
+    require_credential(hostname, ctx().store.verify_agent_credential,
+                       f"{hostname}'s agent endpoints need its agent credential "
+                       "(Authorization: Bearer <the contents of /etc/provisiond/agent.credential>)",
+                       f"the credential is not {hostname}'s current agent credential")
 
 
 def _json_body() -> dict[str, Any]:

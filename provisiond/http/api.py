@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 from provisiond import nodes as service
+from provisiond.doctor.run import run_doctor
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
@@ -105,3 +106,11 @@ def netboot(hostname: str) -> Response:
     record = service.set_netboot(ctx().store, item.hostname, enabled)
     log_event(log, "netboot", host=item.hostname, enabled=enabled)
     return jsonify(hostname=item.hostname, state=record.state.value, netboot=record.netboot)
+
+
+@bp.get("/api/v1/doctor")
+def doctor() -> Response:
+    """Operator: the preflight report, as `provisiond doctor --json` prints it (it probes the
+    segment for DHCP servers and asks every BMC, so it takes seconds)."""
+    require_operator()
+    return jsonify(run_doctor(ctx().config).json())

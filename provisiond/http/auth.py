@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from flask import abort, request
 from werkzeug.datastructures import WWWAuthenticate
@@ -38,16 +39,22 @@ def require_operator() -> None:
         abort(403, description="the operator token is wrong")
 
 
-def require_node(hostname: str) -> None:
-    """The node's own current token; another node's or a stale one is refused."""
+def require_credential(hostname: str, verify: Callable[[str, str], bool], needs: str, wrong: str) -> None:
+    """401 naming the credential a node's endpoint `needs`, 403 when `verify` refuses it (another
+    node's, or stale after a reinstall): one rule for node tokens and agent credentials."""
     token = bearer_token()
     if token is None:
-        raise Unauthorized(description=f"callbacks for {hostname} need its node token "
-                           "(Authorization: Bearer <token from its kickstart/preseed>)",
-                           www_authenticate=WWWAuthenticate("bearer"))
-    if not (token and ctx().store.verify_token(hostname, token)):
-        abort(403, description=f"the token is not {hostname}'s current token "
-                               "(another node's, or stale after a reinstall)")
+        raise Unauthorized(description=needs, www_authenticate=WWWAuthenticate("bearer"))
+    if not (token and verify(hostname, token)):
+        abort(403, description=f"{wrong} (another node's, or stale after a reinstall)")
+
+
+def require_node(hostname: str) -> None:
+    """The node's own current token; another node's or a stale one is refused."""
+    require_credential(hostname, ctx().store.verify_token,
+                       f"callbacks for {hostname} need its node token "
+                       "(Authorization: Bearer <token from its kickstart/preseed>)",
+                       f"the token is not {hostname}'s current token")
 
 
 def own_node_or_operator(node: Node, what: str) -> tuple[bool, bool]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from provisiond import __version__
 from provisiond.http import agent_openapi
+from provisiond.lifecycle import Source
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -88,6 +89,18 @@ DEPLOY_PATHS: dict[str, Any] = {
 SCHEMAS: dict[str, Any] = {
     "State": {"type": "string", "enum": ["new", "powering-on", "pxe", "installing", "installed",
                                          "configuring", "ready", "failed"]},
+    "DoctorReport": {
+        "type": "object", "required": ["status", "counts", "results"],
+        "properties": {
+            "status": {"enum": ["ok", "warn", "fail"]},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "results": {"type": "array", "items": {
+                "type": "object", "required": ["check", "status", "message", "fix", "subject"],
+                "properties": {"check": {"type": "string"}, "status": {"enum": ["ok", "warn", "fail"]},
+                               "message": {"type": "string"}, "fix": {"type": "string"},
+                               "subject": {"type": "string", "description": "a node, port, interface, zone"}}}},
+        },
+    },
     "Error": {"type": "object", "required": ["error", "detail"],
               "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
     "Event": {
@@ -95,8 +108,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"}, "ts": {"type": "number", "description": "Unix time"},
             "host": {"type": ["string", "null"]}, "kind": {"type": "string", "examples": ["state:pxe"]},
-            "source": {"type": "string", "enum": ["dhcp", "tftp", "http", "ipmi", "agent",
-                                                   "operator", "timer"]},
+            "source": {"type": "string", "enum": [str(source) for source in Source]},
             "detail": {"type": "object"},
         },
     },
@@ -176,6 +188,12 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _NODE_STATE, "400": _error("bad body"),
                               "401": _error("no token"), "403": _error("wrong token"),
                               "404": _error("not in the inventory")}}},
+            "/api/v1/doctor": {"get": {
+                "summary": "operator: the preflight report (as `provisiond doctor --json`)",
+                "security": [{"operatorToken": []}],
+                "responses": {"200": {"description": "every check, ok / warn / fail", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/DoctorReport"}}}},
+                    "401": _error("no token"), "403": _error("wrong token")}}},
             "/api/v1/events": {"get": {
                 "summary": "events after an id (poll with since=last_id)",
                 "parameters": [

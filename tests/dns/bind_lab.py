@@ -1,0 +1,103 @@
+"""A real BIND (`named`) on loopback with a TSIG-secured forward and reverse zone."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import require_program  # tests/conftest.py
+
+ZONE = "lab.example"
+REVERSE = "0.213.10.in-addr.arpa"
+KEY_NAME = "provisiond-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Bind:
+    port: int
+    key_file: Path
+    directory: Path
+    proc: subprocess.Popen
+
+    def dig(self, name: str, rtype: str) -> list[str]:
+        """The answer `dig` gets (an independent client, unsigned query)."""
+        result = subprocess.run(["dig", "+short", "+tries=1", "+time=3", "-p", str(self.port), "@127.0.0.1",
+                                 name, rtype], capture_output=True, text=True, timeout=20, check=True)
+        return sorted(line for line in result.stdout.splitlines() if line)
+
+    def nsupdate(self, script: str) -> None:
+        """A change made by someone else (BIND's own nsupdate with the key)."""
+        subprocess.run(["nsupdate", "-k", str(self.key_file)], input=f"server 127.0.0.1 {self.port}\n"
+                       f"{script}\nsend\n", text=True, capture_output=True, timeout=20, check=True)
+
+
+def _zone_file(origin: str) -> str:
+    return (f"$ORIGIN {origin}.\n$TTL 300\n"
+            f"@ IN SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 300\n"
+            f"@ IN NS ns1.{ZONE}.\n")
+
+
+@pytest.fixture(name="bind")
+def bind_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bind]:
+    """Indirect parameter False: the key may read the reverse zone but not update it."""
+    reverse_updates = getattr(request, "param", True)
+    named = require_program("named")
+    require_program("dig")
+    keygen = require_program("tsig-keygen")
+    directory = tmp_path / "named"
+    directory.mkdir()
+    key_file = directory / "provisiond.key"
+    key_file.write_text(subprocess.run([keygen, "-a", "hmac-sha256", KEY_NAME], capture_output=True,
+                                       text=True, check=True, timeout=20).stdout)
+    key_file.chmod(0o600)
+    (directory / "forward.zone").write_text(_zone_file(ZONE) + "ns1 IN A 10.213.0.1\n")
+    (directory / "reverse.zone").write_text(_zone_file(REVERSE))
+    port = free_port()
+    policy = f"update-policy {{ grant {KEY_NAME} zonesub ANY; }}; "
+    zones = "".join(
+        f'zone "{name}" {{ type primary; file "{file}"; {policy if updates else ""}'
+        f"allow-transfer {{ key {KEY_NAME}; }}; }};\n"
+        for name, file, updates in ((ZONE, "forward.zone", True), (REVERSE, "reverse.zone", reverse_updates)))
+    (directory / "named.conf").write_text(
+        f'include "{key_file}";\n'
+        f'options {{ directory "{directory}"; pid-file "{directory}/named.pid"; '
+        f"listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no; "
+        f'dnssec-validation no; session-keyfile "{directory}/session.key"; }};\n'
+        "controls { };\n" + zones)
+    log = (directory / "named.log").open("w")
+    proc = subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")], stdout=log,
+                            stderr=subprocess.STDOUT)
+    server = Bind(port, key_file, directory, proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"named exited: {(directory / 'named.log').read_text()[-2000:]}")
+            try:
+                if server.dig(f"{ZONE}", "SOA"):
+                    break
+            except subprocess.SubprocessError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"named did not answer within 30 s: {(directory / 'named.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()

@@ -1,0 +1,191 @@
+"""Names published to a real BIND by RFC 2136 updates with TSIG (acceptance of issue 16)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bind_lab import KEY_NAME, ZONE, Bind, bind_fixture  # noqa: F401  (the `bind` fixture)
+
+from provisiond import nodes
+from provisiond.dns import publish
+from provisiond.inventory import load_inventory
+
+pytestmark = pytest.mark.timeout(120)
+
+SITE = """\
+site:
+  name: lab
+  domain: lab.example
+  network: 10.213.0.0/24
+  gateway: 10.213.0.1
+  server: 10.213.0.1
+  ssh_authorized_keys:
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx operator@lab
+  dns_update:
+    server: 127.0.0.1
+    port: {port}
+    key_file: {key_file}
+nodes:
+"""
+NODE = "  - {{hostname: {name}, mac: '52:54:00:10:00:{octet:02x}', role: compute, ip: 10.213.0.{octet}}}\n"
+
+
+def write_inventory(path: Path, server: Bind, hosts: dict[str, int], key_file: Path | None = None) -> Path:
+    text = SITE.format(port=server.port, key_file=key_file or server.key_file)
+    text += "".join(NODE.format(name=name, octet=octet) for name, octet in hosts.items())
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "provisiond", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_provisioned_node_gets_a_and_ptr_then_loses_them_when_removed(bind, tmp_path):
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11, "node2": 12})
+    inventory = load_inventory(inventory_file)
+    store = nodes.open_store(tmp_path / "state", inventory)
+    publisher = publish.NamePublisher(store, inventory)
+    assert publisher.step() == []  # nothing happened yet: nothing published
+
+    # node1 goes through its install; the lifecycle's state events publish it, not node2
+    nodes.provision(store, "node1")
+    nodes.installer_callback(store, "node1", "install-started", "10.213.0.11")
+    nodes.installer_callback(store, "node1", "install-finished", "10.213.0.11")
+    sent = publisher.step()
+    assert {o.change.describe() for o in sent} == {
+        "add node1.lab.example A 10.213.0.11", "add 11.0.213.10.in-addr.arpa PTR node1.lab.example."}
+    assert all(o.error is None for o in sent)
+    assert bind.dig("node1.lab.example", "A") == ["10.213.0.11"]
+    assert bind.dig("11.0.213.10.in-addr.arpa", "PTR") == ["node1.lab.example."]
+    assert bind.dig("node2.lab.example", "A") == []
+    kinds = [e.kind for e in store.events(hostname="node1")]
+    assert kinds.count("dns:add") == 2
+
+    # node1 leaves the inventory: the store's "removed" event withdraws its names
+    smaller = load_inventory(write_inventory(inventory_file, bind, {"node2": 12}))
+    publisher.inventory = smaller
+    nodes.sync(store, smaller)
+    removed = publisher.step()
+    assert {o.change.describe() for o in removed} == {
+        "remove node1.lab.example A 10.213.0.11", "remove 11.0.213.10.in-addr.arpa PTR node1.lab.example."}
+    assert bind.dig("node1.lab.example", "A") == []
+    assert bind.dig("11.0.213.10.in-addr.arpa", "PTR") == []
+    assert bind.dig("node1.lab.example", "TXT") == []  # the ownership marker went with them
+    assert bind.dig("ns1.lab.example", "A") == ["10.213.0.1"]  # the zone's own names untouched
+
+
+def test_dns_sync_reconciles_and_a_second_sync_changes_nothing(bind, tmp_path):
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11, "node2": 12})
+    state = ["--state-dir", str(tmp_path / "state"), "--inventory", str(inventory_file)]
+
+    dry = cli(*state, "dns", "sync", "--dry-run", "--json", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    planned = json.loads(dry.stdout)
+    assert planned["dry_run"] is True and len(planned["changes"]) == 4
+    assert bind.dig("node1.lab.example", "A") == []  # a dry run changes nothing
+
+    first = cli(*state, "dns", "sync", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "add node2.lab.example A 10.213.0.12" in first.stdout
+    assert bind.dig("node2.lab.example", "A") == ["10.213.0.12"]
+    assert bind.dig("12.0.213.10.in-addr.arpa", "PTR") == ["node2.lab.example."]
+
+    again = cli(*state, "dns", "sync", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["changes"] == []
+
+    # node2 moves to another address, node1 leaves the inventory
+    write_inventory(inventory_file, bind, {"node2": 22})
+    moved = cli(*state, "dns", "sync", "--json", cwd=tmp_path)
+    assert moved.returncode == 0, moved.stderr
+    actions = {(c["action"], c["name"], c["type"]) for c in json.loads(moved.stdout)["changes"]}
+    assert actions == {("update", "node2.lab.example", "A"), ("add", "22.0.213.10.in-addr.arpa", "PTR"),
+                       ("remove", "12.0.213.10.in-addr.arpa", "PTR"), ("remove", "node1.lab.example", "A"),
+                       ("remove", "11.0.213.10.in-addr.arpa", "PTR")}
+    assert bind.dig("node2.lab.example", "A") == ["10.213.0.22"]
+    assert bind.dig("node1.lab.example", "A") == []
+    assert bind.dig("12.0.213.10.in-addr.arpa", "PTR") == []
+
+
+def test_a_name_someone_else_holds_is_left_alone(bind, tmp_path):
+    bind.nsupdate(f"zone {ZONE}\nupdate add node1.{ZONE}. 300 A 10.213.0.99")
+    inventory = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11}))
+    report = publish.sync(inventory)
+    assert any("node1.lab.example exists without provisiond's marker" in c for c in report.plan.conflicts)
+    assert bind.dig("node1.lab.example", "A") == ["10.213.0.99"]
+    assert publish.sync(inventory).plan.changes == ()  # the PTR went in; the A stays someone else's
+
+
+def test_a_wrong_key_is_reported_clearly_and_never_shown(bind, tmp_path):
+    wrong = tmp_path / "wrong.key"
+    secret = "c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93LTMyYnl0ZXM="
+    wrong.write_text(f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n')
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11}, key_file=wrong)
+    state = ["--state-dir", str(tmp_path / "state"), "--inventory", str(inventory_file)]
+    result = cli(*state, "dns", "sync", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "BADSIG" in result.stderr and KEY_NAME in result.stderr
+    assert "secret or algorithm differs" in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+    unknown = tmp_path / "unknown.key"
+    unknown.write_text(f'key "not-{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n')
+    write_inventory(inventory_file, bind, {"node1": 11}, key_file=unknown)
+    result = cli(*state, "dns", "sync", cwd=tmp_path)
+    assert result.returncode == 1 and "BADKEY" in result.stderr
+    assert "does not know key" in result.stderr
+    assert bind.dig("node1.lab.example", "A") == []
+
+
+@pytest.mark.parametrize("bind", [False], indirect=True)
+def test_a_refused_update_is_an_event_not_a_crash(bind, tmp_path):
+    """The key may transfer the reverse zone but not update it: the A goes in, the PTR is refused."""
+    inventory = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11}))
+    store = nodes.open_store(tmp_path / "state", inventory)
+    report = publish.sync(inventory, store=store)
+    failed = [o for o in report.outcomes if o.error]
+    assert not report.ok and len(failed) == 1 and failed[0].change.rtype == "PTR"
+    assert "REFUSED" in failed[0].error
+    events = [e for e in store.events(hostname="node1") if e.kind == "dns:failed"]
+    assert len(events) == 1 and "REFUSED" in events[0].detail["error"]
+    assert bind.dig("node1.lab.example", "A") == ["10.213.0.11"]
+
+
+@pytest.fixture(autouse=True)
+def _dig_present():
+    if shutil.which("dig") is None:
+        pytest.skip("dig is not installed (deps/apt/dns.txt)")
+
+
+def test_doctor_checks_the_server_and_the_key(bind, tmp_path):
+    from provisiond.config import Config
+    from provisiond.doctor.run import DoctorOptions, run_doctor
+
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11})
+    config = Config(inventory=inventory_file, state_dir=tmp_path / "state")
+    only_dns = DoctorOptions(skip=frozenset({"port", "assets", "answers", "bmc"}))
+    results = [r for r in run_doctor(config, only_dns).results if r.check == "dns"]
+    assert [(r.subject, r.status.value) for r in results] == [(ZONE, "ok"), ("0.213.10.in-addr.arpa", "ok")]
+
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"; }};\n')
+    write_inventory(inventory_file, bind, {"node1": 11}, key_file=wrong)
+    report = run_doctor(config, only_dns)
+    failed = [r for r in report.results if r.check == "dns" and r.status.value == "fail"]
+    assert len(failed) == 2 and all("BADSIG" in r.message for r in failed)
+    assert report.exit_code == 1
+
+
+def test_dns_sync_without_dns_update_says_what_to_add(tmp_path):
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(SITE.split("  dns_update:")[0] + "nodes:\n" + NODE.format(name="node1", octet=11))
+    result = cli("--inventory", str(inventory), "--state-dir", str(tmp_path / "state"), "dns", "sync", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no dns_update section" in result.stderr and "docs/dns.md" in result.stderr
