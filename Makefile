@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test test-openstack lab lab-smoke deps venv lint clean
+.PHONY: test test-openstack lab lab-ready lab-down lab-smoke screenshot deps venv lint clean
 
 test: deps
 	$(BIN)/ruff check .
@@ -20,10 +20,25 @@ test-openstack: deps
 lab: deps
 	$(BIN)/provisiond lab $(LAB_ARGS)
 
+# The whole rack to `ready` and removed after its report; exit status 0 only if every node got
+# there (about 35-60 min on 2 shared cores under TCG; not in `make test`; docs/lab.md).
+lab-ready: deps
+	$(BIN)/provisiond lab --down-after $(LAB_ARGS)
+
+# Stops the lab of LAB_WORKDIR (or the only one running); LAB_DOWN_ARGS=--all for every lab.
+lab-down: deps
+	$(BIN)/provisiond lab down $(if $(LAB_WORKDIR),--workdir $(LAB_WORKDIR)) $(LAB_DOWN_ARGS)
+
 # One BIOS and one UEFI VM, powered on over IPMI, PXE-boot to their installer (a few minutes;
 # also part of `make test`).
 lab-smoke: deps
 	$(BIN)/pytest tests/lab/test_lab_smoke.py $(PYTEST_ARGS)
+
+# docs/status-page.png: the live status page in headless Chromium, taken by its test (root:
+# the server runs in a network namespace; about a minute).
+screenshot: deps
+	PROVISIOND_SCREENSHOT=$(CURDIR)/docs/status-page.png \
+		$(BIN)/pytest tests/web/test_web_serve.py -k chromium $(PYTEST_ARGS)
 
 # Debian packages (one list per concern in deps/apt/), then the virtualenv.
 deps: $(STAMP)

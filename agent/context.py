@@ -22,4 +22,4 @@ class StepContext:
         self.service_manager = service_manager
         self.progress = progress or (lambda message: None)
         self.sleep = sleep or time.sleep
-        self.clock = clock or time.monotonic
+        self.clock = clock or time.time  # wall clock: barrier starts are journaled across reboots

@@ -2,8 +2,10 @@
 
 Events sent for each step: `started`, then `ok`, `changed` or `failed` (with the message and
 the tail of stderr). A step the journal has as done (same id, same fields) is not run again:
-it is reported `ok` ("done earlier"). A failed step stops the run; the agent exits non-zero
-and provisiond marks the node failed with the step and its message.
+it is reported `ok` ("done earlier"), except a service step with a restart pending (a file it
+watches changed after it last ran, e.g. a later manifest changed that file's content).
+A failed step stops the run; the agent exits non-zero and provisiond marks the node failed
+with the step and its message.
 """
 
 from __future__ import annotations
@@ -45,13 +47,22 @@ class Runner:
                            "index": index, "count": len(self.steps), "message": self._clean(message),
                            "stderr": self._clean(stderr)})
 
+    def _done(self, step: dict[str, Any]) -> bool:
+        """Journaled as done, and nothing happened since that makes it due again: a started
+        service whose watched file changed after its last (re)start is not done."""
+        if not self.journal.is_done(step):
+            return False
+        if step["kind"] == "service" and step.get("state") == "started":
+            return not self.journal.changed_since_restart(step["name"], step.get("watch", []))
+        return True
+
     def run(self) -> int:
         """0 when every step is ok/changed (in dry-run: when none would fail), else 1."""
         if not self.ctx.dry_run:
             self.client.event({"status": "run-started", "count": len(self.steps)})
         failures = 0
         for index, step in enumerate(self.steps, start=1):
-            if not self.ctx.dry_run and self.journal.is_done(step):
+            if not self.ctx.dry_run and self._done(step):
                 self._say(index, step, "ok", "done earlier")
                 self._event(index, step, "ok", "done earlier")
                 continue

@@ -23,6 +23,8 @@ class Backend(Protocol):
     def nodes(self) -> list[dict[str, Any]]: ...
     def events(self, since: int = 0, host: str | None = None) -> list[dict[str, Any]]: ...
     def set_netboot(self, host: str, enabled: bool) -> dict[str, Any]: ...
+    def discovered(self) -> list[dict[str, Any]]: ...
+    def transfers(self, limit: int) -> dict[str, Any]: ...
 
 
 class LocalBackend:
@@ -58,6 +60,12 @@ class LocalBackend:
     def set_netboot(self, host: str, enabled: bool) -> dict[str, Any]:
         record = nodes.set_netboot(self.store, self._record(host).hostname, enabled)
         return {"hostname": record.hostname, "state": record.state.value, "netboot": record.netboot}
+
+    def discovered(self) -> list[dict[str, Any]]:
+        return nodes.discovered_view(self.store)
+
+    def transfers(self, limit: int) -> dict[str, Any]:
+        return nodes.transfers_view(self.store, limit)
 
 
 class HttpBackend:
@@ -104,6 +112,12 @@ class HttpBackend:
 
     def set_netboot(self, host: str, enabled: bool) -> dict[str, Any]:
         return dict(self._call("PUT", f"/api/v1/nodes/{host}/netboot", json={"enabled": enabled}))
+
+    def discovered(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/discovered")["discovered"])
+
+    def transfers(self, limit: int) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/v1/tftp/transfers", params={"limit": limit}))
 
 
 def operator_token_for(config: Config, given: str | None) -> str | None:

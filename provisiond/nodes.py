@@ -66,8 +66,13 @@ def installer_callback(store: Store, hostname: str, kind: str, peer: str) -> Nod
     Raises KeyError for an unknown kind, IllegalTransition when it does not apply.
     """
     event = CALLBACKS[kind]
-    return store.apply(hostname, event, Source.HTTP, detail={"peer": peer},
-                       netboot=False if event is Event.INSTALL_FINISHED else None)
+    record = store.apply(hostname, event, Source.HTTP, detail={"peer": peer},
+                         netboot=False if event is Event.INSTALL_FINISHED else None)
+    # Every accepted callback is an event of its own (`events HOST`, the API, the web page),
+    # also when it moves no state (install-started after the answer file was fetched).
+    store.add_event(hostname, f"callback:{kind}", Source.HTTP,
+                    {"peer": peer, "state": record.state.value})
+    return record
 
 
 # -- views (the API's JSON shapes; the CLI prints the same) ---------------------------------
@@ -116,3 +121,14 @@ def _inventory_node(inventory: Inventory | None, hostname: str) -> Node | None:
 def events_view(store: Store, since: int = 0, hostname: str | None = None,
                 limit: int = 1000) -> list[dict[str, Any]]:
     return [event_json(e) for e in store.events(since=since, hostname=hostname, limit=limit)]
+
+
+def discovered_view(store: Store) -> list[dict[str, Any]]:
+    """The discovery list: MACs that asked DHCP but are not in the inventory, newest first,
+    with what their DHCP request said (interface, message, vendor class, arch, host name)."""
+    return store.seen_macs()
+
+
+def transfers_view(store: Store, limit: int = 100) -> dict[str, Any]:
+    """The last `limit` TFTP transfers (newest first) and totals per outcome over all."""
+    return {"transfers": store.transfers(limit), "totals": store.transfer_totals()}

@@ -36,6 +36,7 @@ from provisiond.http import operator_token
 from provisiond.http import wsgi as wsgi_env
 from provisiond.inventory import Inventory, load_inventory
 from provisiond.logs import log_event
+from provisiond.metrics import Metrics
 from provisiond.store import Store
 from provisiond.tftp.server import TftpServer, TransferStats
 
@@ -163,6 +164,7 @@ class Server:
         self.inventory: Inventory = load_inventory(config.inventory)
         self.store = Store.in_state_dir(config.state_dir)
         self.http: HttpProcess | None = None
+        self.metrics = Metrics()
         self._started: list[tuple[str, Stoppable]] = []
 
     def start(self) -> None:
@@ -213,7 +215,8 @@ class Server:
         tftp.start()
         self._started.append((f"tftp {endpoint.address}", tftp))
         dhcp = DhcpServer(inventory, store, endpoint.interface, http_port=config.http_port,
-                          proxy=config.dhcp_proxy, config=config, endpoint=endpoint)
+                          proxy=config.dhcp_proxy, config=config, endpoint=endpoint,
+                          on_decision=self.metrics.dhcp)
         dhcp.start()
         self._started.append((f"dhcp {endpoint.interface}", dhcp))
 
@@ -242,6 +245,7 @@ class Server:
                               msg=f"set [os.{os_name}] kernel/initrd in provisiond.toml")
 
     def _transfer(self, stats: TransferStats) -> None:
+        self.metrics.tftp(stats.outcome, stats.bytes, stats.retransmits, stats.duration)
         self.store.record_transfer(stats.peer, stats.filename, stats.bytes, stats.duration,
                                    stats.retransmits, dict(stats.options), stats.outcome)
 

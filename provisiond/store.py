@@ -569,6 +569,9 @@ class Store:
                 (mac, now, now, json.dumps(detail or {}, sort_keys=True)),
             )
 
+    def seen_macs_count(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM seen_macs").fetchone()[0]
+
     def seen_macs(self) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM seen_macs ORDER BY last_seen DESC").fetchall()
         return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
@@ -586,6 +589,47 @@ class Store:
                 (time.time(), peer, filename, nbytes, duration, retransmits, json.dumps(options), outcome),
             )
 
+    def transfer_totals(self) -> dict[str, dict[str, int]]:
+        """Per outcome class (ok, timeout, error): transfers, bytes and retransmits."""
+        rows = self._conn().execute(
+            "SELECT CASE WHEN outcome LIKE 'error%' THEN 'error' ELSE outcome END AS kind, "
+            "COUNT(*) AS transfers, SUM(bytes) AS bytes, SUM(retransmits) AS retransmits "
+            "FROM transfers GROUP BY kind ORDER BY kind")
+        return {row["kind"]: {"transfers": row["transfers"], "bytes": row["bytes"] or 0,
+                              "retransmits": row["retransmits"] or 0} for row in rows}
+
     def transfers(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM transfers ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{**dict(row), "options": json.loads(row["options"])} for row in rows]
+
+    # -- aggregates for /metrics (read at scrape time: the store is the record) -------------
+
+    def event_kind_counts(self, prefix: str) -> dict[str, int]:
+        """How many events of each kind starting with `prefix` (e.g. "agent:")."""
+        rows = self._conn().execute(
+            "SELECT kind, COUNT(*) AS n FROM events WHERE kind >= ? AND kind < ? GROUP BY kind",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return {row["kind"]: row["n"] for row in rows}
+
+    def power_calls(self) -> list[tuple[str, bool, float]]:
+        """(action, ok, elapsed seconds) of every recorded power call (`power:<action>` events)."""
+        rows = self._conn().execute(
+            "SELECT kind, json_extract(detail, '$.ok') AS ok, json_extract(detail, '$.elapsed') "
+            "AS elapsed FROM events WHERE kind >= ? AND kind < ?", ("power:", "power:\U0010ffff"),
+        )
+        return [(row["kind"].removeprefix("power:"), bool(row["ok"]), float(row["elapsed"] or 0.0))
+                for row in rows]
+
+    def change_marker(self) -> str:
+        """Changes whenever a node's state, events or agent progress change (the web page's
+        live stream compares it instead of re-reading every node)."""
+        row = self._conn().execute(
+            "SELECT (SELECT MAX(id) FROM events), (SELECT MAX(state_since) FROM nodes), "
+            "(SELECT MAX(updated) FROM agent_progress), (SELECT COUNT(*) FROM nodes)").fetchone()
+        return "-".join(str(value or 0) for value in row)
+
+    def waiting_count(self) -> int:
+        """Nodes whose agent waits at a barrier now."""
+        return self._conn().execute(
+            "SELECT COUNT(*) FROM agent_progress WHERE waiting IS NOT NULL").fetchone()[0]

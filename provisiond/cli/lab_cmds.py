@@ -2,7 +2,7 @@
 
     provisiond lab [--computes N] [--firmware [HOST=]bios|uefi]... [--install image|preseed]
                    [--until STATE] [--timeout SECONDS] [--down-after]
-    provisiond lab down
+    provisiond lab down [--pid PID | --workdir DIR | --all]
 """
 
 from __future__ import annotations
@@ -40,14 +40,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("action", nargs="?", choices=("up", "down", "snapshot", "restore"),
                         default="up",
-                        help="up (default); down (stop every running lab, remove leftovers); "
+                        help="up (default); down (stop this lab: the one of --pid, --workdir or "
+                        "the global --state-dir, or the only one running; --all: every lab); "
                         "snapshot / restore every node's disk and NVRAM and provisiond's store "
                         "of the running lab")
     parser.add_argument("--name", default="installed",
                         help="snapshot name for snapshot/restore (default installed)")
     parser.add_argument("--pid", type=int,
-                        help="the lab to act on (down: only this one; snapshot/restore: needed "
-                        "when several run)")
+                        help="the lab to act on (down, snapshot, restore; or name it by "
+                        "--workdir or the global --state-dir)")
+    parser.add_argument("--all", action="store_true",
+                        help="down: stop every running lab on this machine")
     parser.add_argument("--computes", type=int, default=2, metavar="N",
                         help="compute nodes besides the controller (default 2)")
     parser.add_argument("--firmware", action="append", default=[], metavar="[HOST=]bios|uefi",
@@ -57,10 +60,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="image (default: the root image, fast) or preseed (the Debian installer)")
     parser.add_argument("--until", choices=UNTIL, default="ready",
                         help="the state every node must reach (default ready)")
-    parser.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
-                        help="bound on the whole run after power-on (default 3600)")
+    parser.add_argument("--timeout", type=float, default=7200, metavar="SECONDS",
+                        help="bound on the whole run after power-on (default 7200: TCG on shared cores)")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
-                        help="where disks, logs and state go (default /var/tmp/provisiond-lab/PID)")
+                        help="where disks, logs and state go (default /var/tmp/provisiond-lab/PID); "
+                        "down/snapshot/restore: the lab running there")
     parser.add_argument("--down-after", action="store_true",
                         help="remove the lab after the report instead of keeping it up")
     parser.set_defaults(func=run_lab)
@@ -116,16 +120,17 @@ def run_lab(args: argparse.Namespace) -> int:
         RUN_ROOT,
         Lab,
         LabInterrupted,
-        down_recorded,
         find_lab,
+        lab_down,
     )
 
+    target = {"pid": args.pid, "workdir": args.workdir, "state_dir": args.state_dir}
     if args.action == "down":
-        stopped = down_recorded(pid=args.pid)
+        stopped = lab_down(**target, every=args.all)
         print(f"provisiond lab down: {stopped} lab(s) stopped; nothing of them is left")
         return 0
     if args.action in ("snapshot", "restore"):
-        return _snapshot_or_restore(args, find_lab(args.pid))
+        return _snapshot_or_restore(args, find_lab(**target))
     nodes = lab_nodes(args.computes, args.firmware,
                       bmc_base_port=free_udp_ports(args.computes + 1))
     workdir = args.workdir or RUN_ROOT / str(os.getpid())

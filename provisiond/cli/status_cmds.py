@@ -1,4 +1,5 @@
-"""`status`, `watch`, `events HOST`, `netboot HOST on|off`: the operator's view of a server.
+"""`status`, `watch`, `events HOST`, `netboot HOST on|off`, `discovered`, `transfers`: the
+operator's view of a server.
 
 Each acts on the store in --state-dir (beside a running `provisiond serve`) or, with
 `--server URL`, on a server's API.
@@ -54,6 +55,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     events.add_argument("--since", type=int, default=0, help="only events after this id")
     events.add_argument("--json", action="store_true", help="print JSON")
     events.set_defaults(func=run_events)
+
+    discovered = commands.add_parser(
+        "discovered", help="MACs that asked DHCP but are not in the inventory (discovery list)")
+    _target(discovered)
+    form = discovered.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print the API's JSON")
+    form.add_argument("--yaml", action="store_true",
+                      help="print inventory entries to start from (fill in role, ip, disk, bmc)")
+    discovered.set_defaults(func=run_discovered)
+
+    transfers = commands.add_parser("transfers", help="TFTP transfer statistics: totals and the "
+                                    "last transfers")
+    _target(transfers)
+    transfers.add_argument("--limit", type=int, default=20, metavar="N",
+                           help="how many recent transfers to list (1-1000, default 20)")
+    transfers.add_argument("--json", action="store_true", help="print the API's JSON")
+    transfers.set_defaults(func=run_transfers)
 
     netboot = commands.add_parser("netboot", help="turn a node's network boot on or off")
     _target(netboot)
@@ -191,4 +209,59 @@ def run_netboot(args: argparse.Namespace) -> int:
     result = backend(args).set_netboot(args.host, args.setting == "on")
     print(f"{result['hostname']}: netboot {'on' if result['netboot'] else 'off'} "
           f"(state {result['state']})")
+    return 0
+
+
+def _seen_text(detail: dict[str, Any]) -> str:
+    return " ".join(f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                    for key, value in sorted(detail.items()))
+
+
+def run_discovered(args: argparse.Namespace) -> int:
+    seen = backend(args).discovered()
+    if args.json:
+        print(json.dumps({"discovered": seen}, indent=2))
+        return 0
+    if args.yaml:
+        print("# Discovered by provisiond: fill in role, ip, disk and bmc, then add under nodes:")
+        for item in seen:
+            name = str(item["detail"].get("hostname") or f"node-{item['mac'].replace(':', '')[-6:]}")
+            print(f"  - hostname: {name.lower()}   # {_seen_text(item['detail'])}, "
+                  f"last seen {_when(item['last_seen'])} UTC")
+            print(f"    mac: {item['mac']}")
+            print("    role: compute\n    ip: \"\"\n    disk: {device: sda, size: \"\"}")
+        return 0
+    table = Table(title=f"{len(seen)} MAC(s) not in the inventory")
+    for column in ("MAC", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "REQUESTS", "WHAT IT SAID"):
+        table.add_column(column)
+    for item in seen:
+        table.add_row(item["mac"], _when(item["first_seen"]), _when(item["last_seen"]),
+                      str(item["count"]), _seen_text(item["detail"]))
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def run_transfers(args: argparse.Namespace) -> int:
+    if not 0 < args.limit <= 1000:
+        raise UserError(f"--limit {args.limit}: give a number from 1 to 1000")
+    stats = backend(args).transfers(args.limit)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    console = Console(width=max(120, Console().width))
+    totals = Table(title="TFTP transfers since the store was created")
+    for column in ("OUTCOME", "TRANSFERS", "BYTES", "RETRANSMITS"):
+        totals.add_column(column)
+    for outcome, row in stats["totals"].items():
+        totals.add_row(outcome, str(row["transfers"]), str(row["bytes"]), str(row["retransmits"]))
+    console.print(totals)
+    recent = Table(title=f"last {len(stats['transfers'])} transfer(s)")
+    for column in ("TIME (UTC)", "PEER", "FILE", "BYTES", "SECONDS", "RETRANSMITS", "OPTIONS",
+                   "OUTCOME"):
+        recent.add_column(column)
+    for item in stats["transfers"]:
+        options = " ".join(f"{k}={v}" for k, v in sorted(item["options"].items()))
+        recent.add_row(_when(item["ts"]), item["peer"], item["filename"], str(item["bytes"]),
+                       f"{item['duration']:.3f}", str(item["retransmits"]), options, item["outcome"])
+    console.print(recent)
     return 0

@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
@@ -111,9 +112,11 @@ class DhcpServer:
         self, inventory: Inventory, store: Store, interface: str, http_port: int = 8080,
         proxy: bool = False, *, pool: Pool | None = None, lease_time: int = 3600,
         config: Config | None = None, endpoint: Endpoint | None = None,
+        on_decision: Callable[[str, str], None] | None = None,
     ) -> None:
         """`endpoint`: where this server answers (serve computes it once for DHCP, TFTP and
-        HTTP); without it, found from `interface` (a name or an address) at start()."""
+        HTTP); without it, found from `interface` (a name or an address) at start().
+        `on_decision(message type, action)` is told of every request answered or not (metrics)."""
         self.inventory = inventory
         self.endpoint = endpoint
         self.config = config or Config()
@@ -125,6 +128,7 @@ class DhcpServer:
         self.pool = pool
         self.lease_time = lease_time
         self.stats: Counter[str] = Counter()
+        self.on_decision = on_decision
         self.site: Site | None = None
         self._nodes: dict[str, _Node] = {node.mac: node for node in inventory.nodes}
         self._reserved = {node.ip for node in inventory.nodes}
@@ -340,6 +344,8 @@ class DhcpServer:
             log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
                       source[0], decision.reason, decision.action)
         self.stats[decision.action.value] += 1
+        if self.on_decision is not None:
+            self.on_decision(request.message_type.name.lower(), decision.action.value)
         self._record(request, who, decision, leases)
         if decision.reply is None or decision.destination is None:
             return

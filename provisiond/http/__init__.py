@@ -3,7 +3,8 @@
 `create_app` builds the Flask application around one Context (inventory, store, config,
 boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `install`
 (each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
-`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check). It is
+`agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check), `web`
+(the operator's status page, live by server-sent events); `/metrics` for Prometheus. It is
 served by gunicorn (see provisiond.serve), never by Flask's development server.
 """
 
@@ -99,13 +100,17 @@ def create_app(
         base_url=base_url, instance=instance,
     )
 
-    from provisiond.http import agent, api, boot, deploy, install
+    from provisiond.http import agent, api, boot, deploy, install, web
+    from provisiond.metrics import Metrics
+
+    app.extensions["provisiond.metrics"] = metrics = Metrics()
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(deploy.bp)
+    app.register_blueprint(web.bp)
 
     @app.before_request
     def _start() -> None:
@@ -113,6 +118,8 @@ def create_app(
 
     @app.after_request
     def _log(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+        metrics.http(route, request.method, response.status_code)
         log_event(
             log, "http", method=request.method, path=request.path, status=response.status_code,
             peer=request.remote_addr or "", bytes=response.content_length or 0,

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 import agent as agent_package
 from provisiond.errors import UserError
@@ -219,6 +219,7 @@ def barrier(hostname: str) -> Response:
               if record.state is State.FAILED and record.hostname in names}
     status = evaluate_barrier(_fact_name(fact), names, store.fact_reporters(fact), failed)
     store.set_agent_waiting(node.hostname, status.as_json() if status.state == "waiting" else None)
+    current_app.extensions["provisiond.metrics"].barrier_checks.labels(status.state).inc()
     return jsonify(status.as_json())
 
 

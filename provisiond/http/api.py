@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from provisiond import nodes as service
 from provisiond.doctor.run import run_doctor
@@ -19,6 +19,7 @@ from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
 from provisiond.lifecycle import IllegalTransition
 from provisiond.logs import log_event
+from provisiond.metrics import CONTENT_TYPE
 from provisiond.store import UnknownNode
 
 bp = Blueprint("api", __name__)
@@ -43,6 +44,28 @@ def openapi() -> Response:
 @bp.get("/api/v1/health")
 def health() -> Response:
     return jsonify(status="ok", schema=ctx().store.schema_version, instance=ctx().instance)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format (open like the other reads: counts, no secrets)."""
+    body = current_app.extensions["provisiond.metrics"].exposition(ctx().store)
+    return Response(body, content_type=CONTENT_TYPE)
+
+
+@bp.get("/api/v1/discovered")
+def discovered() -> Response:
+    """MACs that asked DHCP but are not in the inventory, newest first (the discovery list)."""
+    return jsonify(discovered=service.discovered_view(ctx().store))
+
+
+@bp.get("/api/v1/tftp/transfers")
+def tftp_transfers() -> Response:
+    """The last TFTP transfers (newest first) and totals per outcome."""
+    limit_text = request.args.get("limit", "100")
+    if not limit_text.isdigit() or not 0 < int(limit_text) <= MAX_EVENTS:
+        abort(400, description=f"limit must be an integer from 1 to {MAX_EVENTS}")
+    return jsonify(service.transfers_view(ctx().store, int(limit_text)))
 
 
 @bp.get("/api/v1/nodes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from provisiond import __version__
-from provisiond.http import agent_openapi
+from provisiond.http import agent_openapi, web_openapi
 from provisiond.lifecycle import Source
 
 
@@ -241,5 +241,6 @@ def document() -> dict[str, Any]:
                               "404": _text("unknown node or not a preseed OS")}}},
             **DEPLOY_PATHS,
             **agent_openapi.PATHS,
+            **web_openapi.PATHS,
         },
     }

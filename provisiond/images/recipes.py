@@ -25,16 +25,18 @@ ROOT_PACKAGES = (
     "iproute2", "procps", "less", "chrony",
 )
 # The role's own services, preinstalled with their starts held back (first boot configures).
+# Every node runs glusterd (the controller builds the volume: it must be in the trusted pool to
+# probe; manifests/gluster-server.yaml.j2), and a lab node has no mirror to install it from.
 ROLE_PACKAGES = {
     "compute": ("glusterfs-server", "glusterfs-client"),
-    "controller": ("glusterfs-client",),
+    "controller": ("glusterfs-server", "glusterfs-client"),
 }
-# Services a role enables (Debian ships some disabled, glusterd among them).
-ROLE_SERVICES = {
-    "compute": ("glusterd.service",),
-    "controller": (),
-}
-BASE_SERVICES = ("systemd-networkd.service", "ssh.service")  # the agent: enabled by the node script
+# The role's services are not enabled here: the agent's manifest enables and starts them
+# (glusterd: Debian ships it disabled). Enabled at boot, glusterd.service, which is ordered
+# Before=network-online.target, held the agent back: on loaded TCG lab nodes its start hit the
+# unit's 300 s timeout and restarted, and the first boot waited over 30 min. The agent itself is
+# not in the image: the deploy's node script writes and enables it.
+BASE_SERVICES = ("systemd-networkd.service", "ssh.service")
 
 # The deploy ramdisk: what the layout script, the image writer and the reporting need.
 RAMDISK_PACKAGES = (
@@ -107,7 +109,7 @@ def root_recipe(os_name: str, role: str, mirror: str = DEFAULT_MIRROR) -> Recipe
     if role not in ROLE_PACKAGES:
         raise RecipeError(f"no root image for role {role!r} (known: {', '.join(sorted(ROLE_PACKAGES))})")
     return Recipe("root", os_name, role, _suite(os_name), mirror,
-                  ROOT_PACKAGES + ROLE_PACKAGES[role], BASE_SERVICES + ROLE_SERVICES[role])
+                  ROOT_PACKAGES + ROLE_PACKAGES[role], BASE_SERVICES)
 
 
 def ramdisk_recipe(os_name: str, mirror: str = DEFAULT_MIRROR) -> Recipe:

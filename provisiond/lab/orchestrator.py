@@ -34,6 +34,7 @@ from provisiond.store import Store
 RUN_ROOT = Path("/var/tmp/provisiond-lab")  # default workdirs: disks, logs, state
 REGISTRY = Path("/run/provisiond/labs")  # one record per running lab, wherever its workdir is
 PROVISIOND = [sys.executable, "-m", "provisiond"]
+LAB_STATE_DEADLINE = 7200  # seconds a lab node may stay installed or configuring
 ORDER = [State.NEW, State.POWERING_ON, State.PXE, State.INSTALLING, State.INSTALLED,
          State.CONFIGURING, State.READY]
 
@@ -115,6 +116,11 @@ class Lab:
         }
         REGISTRY.mkdir(parents=True, exist_ok=True)
         self.record_path.write_text(json.dumps(state, indent=1) + "\n")
+        self.pid_file.write_text(f"{os.getpid()}\n")  # `lab down --workdir DIR` finds it
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "lab.pid"
 
     @property
     def record_path(self) -> Path:
@@ -129,6 +135,7 @@ class Lab:
         for leftover in lab_network.sweep():
             self._say(f"removed {leftover}, left by a lab that was killed")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._record()  # from now on `provisiond lab down` finds this lab
         (self.workdir / "tftp").mkdir(exist_ok=True)
         password_file = self.workdir / "bmc.pass"
         password_file.write_text(os.urandom(8).hex() + "\n")
@@ -136,7 +143,12 @@ class Lab:
         self.inventory.write_text(inventory_yaml(self.nodes, self.install, str(password_file)))
         self.config.write_text(
             "[os.debian12]\n"
-            'cmdline = "console=ttyS0,115200n8"\n' + self.extra_config)
+            'cmdline = "console=ttyS0,115200n8"\n'
+            # TCG guests on a few shared cores: a first boot took 20-30 min under load (the
+            # default deadline of `installed` is 30 min); the lab's --timeout bounds the run.
+            "[timeouts]\n"
+            f"installed = {LAB_STATE_DEADLINE}\n"
+            f"configuring = {LAB_STATE_DEADLINE}\n" + self.extra_config)
         if self.install == "image":
             self._build_images()
         self._say(f"QEMU accelerator: {accelerator()}")
@@ -326,6 +338,8 @@ class Lab:
             self.network = None
         with contextlib.suppress(FileNotFoundError):
             self.record_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
 
 
 def _alive(pid: int | None) -> bool:
@@ -352,48 +366,116 @@ def running_labs(registry: Path = REGISTRY) -> list[dict]:
     return labs
 
 
-def find_lab(pid: int | None = None, registry: Path = REGISTRY) -> dict:
-    """The running lab to act on: the one with `pid`, or the only one."""
-    labs = running_labs(registry)
-    if pid is not None:
-        labs = [lab for lab in labs if lab.get("pid") == pid]
-    if not labs:
-        raise UserError("no running lab" + (f" with PID {pid}" if pid else "") +
-                        ": start one with `provisiond lab`")
+def find_lab(pid: int | None = None, registry: Path = REGISTRY, workdir: Path | None = None,
+             state_dir: Path | None = None) -> dict:
+    """The one running lab to act on: the one of `pid`, of `workdir` (its `lab.pid` names it),
+    or whose store is `state_dir`; without any of them, the only lab running."""
+    labs = select_labs(pid=pid, workdir=workdir, state_dir=state_dir, registry=registry)
     if len(labs) > 1:
-        pids = ", ".join(str(lab["pid"]) for lab in labs)
-        raise UserError(f"{len(labs)} labs are running (PIDs {pids}): choose one with --pid")
+        listing = "; ".join(f"PID {lab['pid']} in {lab.get('workdir')}" for lab in labs)
+        raise UserError(f"{len(labs)} labs are running ({listing}): choose one with --pid or "
+                        "--workdir (lab down: --all stops every one)")
     return labs[0]
 
 
-def down_recorded(registry: Path = REGISTRY, out: Callable[[str], None] = print,
-                  timeout: float = 60.0, pid: int | None = None) -> int:
-    """`provisiond lab down`: stop every recorded lab, or the one of `pid` (its own process
-    cleans up; if that does not happen in time, its children are killed by PID and its
-    namespace removed), then sweep what killed labs left. Returns how many labs were stopped."""
-    stopped = 0
-    for record_path in sorted(registry.glob(f"{pid}.json" if pid else "*.json")):
+def select_labs(pid: int | None = None, workdir: Path | None = None, state_dir: Path | None = None,
+                registry: Path = REGISTRY) -> list[dict]:
+    """The running labs a command means: with `pid`, `workdir` or `state_dir` the one lab they
+    name (a UserError if none runs there), else every running lab (the caller decides whether
+    more than one is acceptable)."""
+    labs = running_labs(registry)
+    wanted = None
+    if workdir is not None:
+        pid_file = workdir / "lab.pid"
+        if not pid_file.exists():
+            raise UserError(f"--workdir {workdir}: no lab runs there (no {pid_file}); "
+                            "`provisiond lab down --all` stops every lab")
+        wanted, where = int(pid_file.read_text().split()[0]), f"in {workdir}"
+    elif state_dir is not None:
+        matching = [lab for lab in labs
+                    if Path(lab.get("workdir", "")).resolve() / "state" == state_dir.resolve()]
+        if not matching:
+            raise UserError(f"--state-dir {state_dir}: no running lab keeps its store there "
+                            "(a lab's store is <workdir>/state)")
+        return matching
+    elif pid is not None:
+        wanted, where = pid, f"with PID {pid}"
+    if wanted is not None:
+        labs = [lab for lab in labs if lab.get("pid") == wanted]
+        if not labs:
+            raise UserError(f"no running lab {where}: `provisiond lab down --all` stops every lab "
+                            "and removes what killed labs left")
+    if not labs:
+        raise UserError("no running lab: start one with `provisiond lab`")
+    return labs
+
+
+def _stop_lab(record: dict, registry: Path, out: Callable[[str], None], timeout: float) -> None:
+    """SIGTERM to the lab (it cleans up itself); if that does not happen in time, its children
+    are killed by PID and its namespace removed."""
+    lab_pid = record.get("pid")
+    if _alive(lab_pid) and lab_pid != os.getpid():
+        out(f"stopping lab process {lab_pid} ({record.get('workdir')})")
+        os.kill(lab_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(lab_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for key in ("serve_pid", "bmc_pid"):
+        child = record.get(key)
+        if _alive(child):
+            out(f"killing {key.split('_')[0]} process {child}")
+            os.kill(child, signal.SIGKILL)
+    if record.get("netns"):
+        lab_network.LabNetwork(name=record["netns"]).remove()
+    with contextlib.suppress(FileNotFoundError):
+        (registry / f"{lab_pid}.json").unlink()
+
+
+def lab_down(pid: int | None = None, workdir: Path | None = None, state_dir: Path | None = None,
+             every: bool = False, registry: Path = REGISTRY, out: Callable[[str], None] = print,
+             timeout: float = 60.0) -> int:
+    """`provisiond lab down`: stop the lab named by `pid`, `workdir` or `state_dir`, or the only
+    one running, or with `every` all of them; always remove what killed labs left. Another
+    running lab is never touched. A named lab that was killed is not an error: what it left is
+    removed. Returns how many running labs were stopped."""
+    named = pid is not None or workdir is not None or state_dir is not None
+    if every and named:
+        raise UserError("lab down: --all stops every lab; do not name one as well")
+    if every:
+        labs = running_labs(registry)
+    else:
+        try:
+            labs = [find_lab(pid=pid, workdir=workdir, state_dir=state_dir, registry=registry)]
+        except UserError:
+            if named and not _was_killed(pid, workdir, registry):
+                raise
+            if running_labs(registry) and not named:
+                raise
+            labs = []  # nothing runs (or the named lab was killed): only leftovers go
+    return down_recorded(labs, registry, out, timeout)
+
+
+def _was_killed(pid: int | None, workdir: Path | None, registry: Path) -> bool:
+    """The named lab has a record but its process is gone (SIGKILL: no clean-up ran)."""
+    if workdir is not None and (workdir / "lab.pid").exists():
+        pid = int((workdir / "lab.pid").read_text().split()[0])
+    return pid is not None and (registry / f"{pid}.json").exists() and not _alive(pid)
+
+
+def down_recorded(labs: list[dict], registry: Path = REGISTRY, out: Callable[[str], None] = print,
+                  timeout: float = 60.0) -> int:
+    """`provisiond lab down`: stop `labs` (records of running labs, see select_labs), then
+    remove what killed labs left (their records, children and namespaces; a running lab that
+    was not chosen is never touched). Returns how many labs were stopped."""
+    for record in labs:
+        _stop_lab(record, registry, out, timeout)
+    for record_path in sorted(registry.glob("*.json")):
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             continue
-        lab_pid = record.get("pid")
-        if _alive(lab_pid) and lab_pid != os.getpid():
-            out(f"stopping lab process {lab_pid} ({record.get('workdir')})")
-            os.kill(lab_pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(lab_pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        for key in ("serve_pid", "bmc_pid"):
-            child = record.get(key)
-            if _alive(child):
-                out(f"killing {key.split('_')[0]} process {child}")
-                os.kill(child, signal.SIGKILL)
-        if record.get("netns"):
-            lab_network.LabNetwork(name=record["netns"]).remove()
-        with contextlib.suppress(FileNotFoundError):
-            record_path.unlink()
-        stopped += 1
+        if not _alive(record.get("pid")):  # a killed lab: nothing of it may stay
+            _stop_lab(record, registry, out, timeout)
     for leftover in lab_network.sweep():
         out(f"removed {leftover}")
-    return stopped
+    return len(labs)

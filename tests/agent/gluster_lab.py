@@ -33,7 +33,10 @@ __all__ = ["SERVER_IP", "GlusterLab", "LabNode", "Served", "dump", "events_of"]
 
 SERVER_IP = "10.213.0.1"
 BRICK_IMAGE_BYTES = 320 * 1024 * 1024  # mkfs.xfs wants 300 MiB at least
-HOST_DIRS = ("/export", "/var/lib/nova")  # mount points that must exist on the host
+# Mount points that must exist on the host. They stay after the test: another run of this test
+# on the machine mounts on them in its nodes' private namespaces, and removing a directory
+# detaches every mount other namespaces have on it (Linux >= 3.18): its bricks vanished.
+HOST_DIRS = ("/export", "/var/lib/nova")
 
 
 def _ns_inode(pid: int | str, kind: str = "net") -> str:
@@ -80,7 +83,6 @@ class GlusterLab:
         self.bridge = f"agbr{tag}"
         self.nodes = [LabNode(name, f"10.213.0.{first_ip + i}", f"ag{tag}n{i}", workdir / name)
                       for i, name in enumerate(names)]
-        self.created_dirs: list[str] = []
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -115,9 +117,7 @@ class GlusterLab:
 
     def _node(self, node: LabNode) -> None:
         for directory in HOST_DIRS:
-            if not os.path.isdir(directory):
-                os.makedirs(directory)
-                self.created_dirs.append(directory)
+            os.makedirs(directory, exist_ok=True)
         root = node.root
         for sub in ("log", "default", "nova", "agent-state"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -241,9 +241,6 @@ class GlusterLab:
                     time.sleep(0.2)
             run("ip", "netns", "del", node.netns, check=False)
         run("ip", "netns", "del", self.server_ns, check=False)
-        for directory in reversed(self.created_dirs):
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
 
 
 def events_of(state_dir: Path, host: str) -> list[dict]:

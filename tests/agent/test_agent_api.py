@@ -70,7 +70,8 @@ def test_manifest_needs_the_nodes_own_agent_credential(site, client):
     reply = client.get("/api/v1/nodes/c1/manifest", headers=bearer(c1))
     assert reply.status_code == 200
     assert reply.json["hostname"] == "c1" and reply.json["server"] == "http://10.213.0.1:8080"
-    assert [s["id"] for s in reply.json["steps"]][:3] == ["layout.check", "gluster.packages", "gluster.glusterd"]
+    assert [s["id"] for s in reply.json["steps"]][:4] == ["layout.check", "gluster.hosts", "gluster.packages",
+                                                             "gluster.glusterd"]
     # A new credential (netboot on for a reinstall) makes the old one stale.
     fresh = store.issue_agent_credential("c1")
     assert client.get("/api/v1/nodes/c1/manifest", headers=bearer(c1)).status_code == 403

@@ -99,7 +99,7 @@ def test_three_nodes_build_mount_and_share_the_volume_surviving_a_kill_9(lab) ->
         assert first.poll() is None and time.monotonic() < deadline, dump(gluster)
         time.sleep(0.2)
     shown = {n["hostname"]: n for n in json.loads(served.cli("status", "--json").stdout)["nodes"]}["c1"]["agent"]
-    assert (shown["step"], shown["index"], shown["count"]) == ("gluster.wait-bricks", 6, 14)
+    assert (shown["step"], shown["index"], shown["count"]) == ("gluster.wait-bricks", 7, 15)
     assert shown["waiting"]["missing"] == ["c2", "c3"] and shown["waiting"]["fact"] == "gluster-brick-ready"
     first.kill()
     first.wait(10)
@@ -133,7 +133,7 @@ def test_three_nodes_build_mount_and_share_the_volume_surviving_a_kill_9(lab) ->
     for step in ("gluster.packages", "gluster.glusterd", "gluster.brick-fs", "gluster.brick-dir", "gluster.brick-ready"):
         assert ("agent:ok", step, "done earlier") in c1_events, step
         assert sum(1 for kind, s, _ in c1_events if kind == "agent:started" and s == step) == 1, step
-    assert c1.agent_log.read_text().count("[1/14]") == 2
+    assert c1.agent_log.read_text().count("[1/15]") == 2
 
 
 def test_a_node_whose_glusterd_cannot_start_fails_and_the_barrier_names_it(lab) -> None:
@@ -150,7 +150,7 @@ def test_a_node_whose_glusterd_cannot_start_fails_and_the_barrier_names_it(lab) 
 
     failed_c3 = store.node("c3")
     assert failed_c3.state is State.FAILED
-    assert failed_c3.reason.startswith("step 2 of 7 (gluster.glusterd) failed: glusterd: ")
+    assert failed_c3.reason.startswith("step 3 of 8 (gluster.glusterd) failed: glusterd: ")
     assert "exited with status 64" in failed_c3.reason
     stderr = [e.detail.get("stderr", "") for e in store.events(hostname="c3") if e.kind == "agent:failed"]
     assert "unrecognized option '--no-such-option'" in stderr[0]
@@ -158,7 +158,7 @@ def test_a_node_whose_glusterd_cannot_start_fails_and_the_barrier_names_it(lab) 
     builder = store.node("c1")
     assert builder.state is State.FAILED
     assert "(gluster.wait-bricks) failed: barrier gluster-brick-ready: gluster-brick-ready will never come: " \
-           "c3 failed: step 2 of 7 (gluster.glusterd) failed" in builder.reason
+           "c3 failed: step 3 of 8 (gluster.glusterd) failed" in builder.reason
     assert "timed out" not in builder.reason
     # c2 waited for the volume from c1, which is dead: it fails at once too, naming c1.
     assert "gluster-volume-ready will never come: c1 failed" in store.node("c2").reason

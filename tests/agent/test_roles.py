@@ -34,13 +34,18 @@ def test_controller_builds_the_volume_over_every_compute(inventory):
     manifest = service.manifest(inventory.node("controller"), URL)
     assert manifest["version"] == 1 and manifest["role"] == "controller" and manifest["os_family"] == "debian"
     assert ids(manifest) == [
-        "layout.check", "gluster.packages", "gluster.glusterd", "gluster.wait-bricks",
+        "layout.check", "gluster.hosts", "gluster.packages", "gluster.glusterd", "gluster.wait-bricks",
         "gluster.probe-compute1", "gluster.probe-compute2", "gluster.peers-in-cluster",
         "gluster.volume-create", "gluster.ping-timeout", "gluster.volume-start", "gluster.volume-ready",
         "gluster.mount",
     ]
     steps = {step["id"]: step for step in manifest["steps"]}
     assert steps["gluster.wait-bricks"]["nodes"] == ["compute1", "compute2"]
+    # every GlusterFS node's name resolves (DNS, else a line appended to /etc/hosts)
+    hosts = steps["gluster.hosts"]
+    assert hosts["title"] == "Resolve the GlusterFS nodes' names (controller, compute1, compute2)"
+    assert '"10.213.0.12 compute2.lab.example compute2"' in hosts["shell"] and ">> /etc/hosts" in hosts["shell"]
+    assert hosts["unless"].startswith(hosts["shell"].split(";")[0]) and "exit 1" in hosts["unless"]
     assert steps["gluster.volume-create"]["argv"] == [
         "gluster", "--mode=script", "volume", "create", "vm-instances", "replica", "2",
         "compute1:/export/gluster/brick", "compute2:/export/gluster/brick",
@@ -54,7 +59,8 @@ def test_compute_holds_a_brick_and_waits_for_the_volume(inventory):
     manifest = ManifestService(inventory).manifest(inventory.node("compute2"), URL)
     assert manifest["os_family"] == "rhel"  # compute2 runs rocky9
     assert ids(manifest) == [
-        "layout.check", "gluster.packages", "gluster.glusterd", "gluster.brick-fs", "gluster.brick-dir",
+        "layout.check", "gluster.hosts", "gluster.packages", "gluster.glusterd", "gluster.brick-fs",
+        "gluster.brick-dir",
         "gluster.brick-ready", "gluster.wait-volume", "gluster.mount",
     ]
     steps = {step["id"]: step for step in manifest["steps"]}

@@ -4,6 +4,7 @@ real Flask app (a requests transport into the WSGI app, no network)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -409,3 +410,83 @@ def test_a_crash_between_a_config_change_and_the_restart_still_restarts(tmp_path
         assert not apply(s, make_ctx(tmp_path, unit_dirs=(str(units),))).changed
     finally:
         before.service_manager.stop("testd")
+
+
+class AgentDied(Exception):
+    """Stands for the agent process dying (crash, reboot) in the middle of a step."""
+
+
+def test_barrier_timeout_counts_from_the_first_wait_across_an_agent_restart(tmp_path: Path, api):
+    """The journal keeps when the barrier started waiting: a restarted agent goes on counting
+    (wall clock) instead of waiting the whole timeout again; after the step failed, a new run
+    waits the full timeout."""
+    app, store = api
+    client = agent_client(app, store, "c1")
+    s = step(kind="barrier", fact="gluster-brick-ready", nodes=["c2"], timeout=30, poll=2)
+    now = [1000.0]
+
+    def ctx_with_clock(die_after: float | None = None) -> tuple[StepContext, list[float]]:
+        ctx = make_ctx(tmp_path, client=client)  # a new agent: the journal is read from disk
+        slept: list[float] = []
+        ctx.clock = lambda: now[0]
+
+        def sleep(seconds: float) -> None:
+            if die_after is not None and sum(slept) >= die_after:
+                raise AgentDied
+            slept.append(seconds)
+            now[0] += seconds
+        ctx.sleep = sleep
+        return ctx, slept
+
+    first, slept_first = ctx_with_clock(die_after=20)
+    with pytest.raises(AgentDied):
+        apply(s, first)
+    assert sum(slept_first) == 20
+    now[0] += 4  # the reboot takes 4 s
+    second, slept_second = ctx_with_clock()
+    with pytest.raises(StepFailed) as failed:
+        apply(s, second)
+    assert failed.value.message == "barrier gluster-brick-ready timed out after 30 s: still missing from c2"
+    assert sum(slept_second) == 6  # 30 s from the first wait, not 30 s more
+    third, slept_third = ctx_with_clock()
+    with pytest.raises(StepFailed):
+        apply(s, third)
+    assert sum(slept_third) == 30  # a run after the failure waits the whole timeout again
+
+
+def test_runner_restarts_a_done_service_when_a_watched_file_changed_later(tmp_path: Path, api):
+    """A service step the journal has as done still runs when a file it watches changed after
+    its last restart (here: a new manifest changes the file's content)."""
+    from agent.runner import Runner
+
+    app, store = api
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "testd.service").write_text("[Service]\nExecStart=/bin/sleep 300\n")
+    conf = tmp_path / "testd.conf"
+    service = step(id="t.service", kind="service", name="testd", watch=[str(conf)])
+
+    def run(content: str) -> tuple[int, list[str], StepContext]:
+        ctx = make_ctx(tmp_path, client=agent_client(app, store, "c1"), unit_dirs=(str(units),))
+        manifest = {"steps": [step(id="t.conf", kind="file", path=str(conf), content=content), service]}
+        out = io.StringIO()
+        code = Runner(manifest, ctx, ctx.journal, ctx.client, out=out).run()
+        return code, out.getvalue().splitlines(), ctx
+
+    code, lines, ctx = run("v1\n")
+    try:
+        assert code == 0 and "changed  t.service" in lines[1]
+        pid = ctx.journal.get("direct_pids")["testd"]
+        code, lines, ctx = run("v1\n")  # nothing changed: both done earlier
+        assert code == 0 and all("ok       " in line and "done earlier" in line for line in lines)
+        code, lines, ctx = run("v2\n")  # the manifest changed the watched file
+        assert code == 0 and "changed  t.conf" in lines[0]
+        assert lines[1].endswith(f"restart testd ({conf} changed)")
+        assert ctx.journal.get("direct_pids")["testd"] != pid
+        code, lines, ctx = run("v2\n")
+        assert "done earlier" in lines[1]
+        reported = [e.kind for e in store.events(hostname="c1")
+                    if e.detail.get("step") == "t.service" and e.kind != "agent:started"]
+        assert reported == ["agent:changed", "agent:ok", "agent:changed", "agent:ok"]
+    finally:
+        ctx.service_manager.stop("testd")

@@ -28,8 +28,8 @@ def test_keys_follow_content():
     assert compute.key(b"x") != controller.key(b"x")  # role (and its package list)
     assert compute.key(b"x") != compute.key(b"y")  # build script / agent bytes
     assert compute.key() != root_recipe("debian12", "compute", mirror="http://mirror.lab/debian").key()
-    assert "glusterfs-server" in compute.packages and "glusterfs-server" not in controller.packages
-    assert "glusterd.service" in compute.services
+    assert "glusterfs-server" in compute.packages and "glusterfs-server" in controller.packages
+    assert "glusterd.service" not in compute.services  # the agent's manifest starts it
     assert ramdisk_recipe("debian12").name == "ramdisk-debian12"
     assert compute.name == "root-debian12-compute"
 

@@ -48,11 +48,13 @@ def qemu_pids(marker: str) -> list[int]:
 
 
 def ipmitool(port: int, *args: str, password_file: Path) -> subprocess.CompletedProcess[str]:
+    """Up to 3 tries of 5 s: power on starts QEMU before the BMC answers, which took over the
+    1 s ipmitool waited by default on a loaded machine (load 15: "Unable to set Chassis Power")."""
     tool = require_program("ipmitool")
     return subprocess.run(
         [tool, "-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", USER,
-         "-f", str(password_file), "-R", "1", "-N", "1", *args],
-        capture_output=True, text=True, timeout=30)
+         "-f", str(password_file), "-R", "3", "-N", "5", *args],
+        capture_output=True, text=True, timeout=60)
 
 
 def wait_for_file_text(path: Path, text: str, timeout: float) -> bool:

@@ -63,9 +63,9 @@ def test_stopping_a_running_lab_leaves_nothing(tmp_path: Path, how: str) -> None
             capture_output=True, text=True, check=True).stdout.splitlines()]
         assert len(taps) == 2
         if how == "lab down":
-            # --pid: parallel test runs on this machine have labs of their own
-            down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down", "--pid",
-                                   str(lab.pid)], capture_output=True, text=True, timeout=120,
+            # the lab of this workdir only: parallel test runs have labs of their own
+            down = subprocess.run([sys.executable, "-m", "provisiond", "lab", "down", "--workdir",
+                                   str(workdir)], capture_output=True, text=True, timeout=120,
                                   check=False)
             assert down.returncode == 0, down.stderr
             assert "1 lab(s) stopped" in down.stdout

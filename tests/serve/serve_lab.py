@@ -81,12 +81,17 @@ class Served:
         out = run("ps", "-o", "pid=", "--ppid", str(self.process.pid), check=False).stdout
         return [int(pid) for pid in out.split()]
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
+        """Signal serve and wait for its exit: serve bounds its own stop (HTTP graceful_timeout, then
+        each service joined); this wait only bounds the test, generously for a loaded machine."""
         assert self.process is not None
         os.kill(self.process.pid, sig)
         try:
             return self.process.wait(timeout)
         finally:
+            if self.process.poll() is None:  # the wait ran out: leave nothing running
+                self.process.kill()
+                self.process.wait(10)
             self.process = None
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -125,7 +125,9 @@ def test_callbacks_walk_the_node_and_turn_netboot_off(
     assert again.status_code == 200  # the installer's retries are harmless
     assert "sanboot" in client.get("/boot/52:54:00:13:00:11.ipxe").get_data(as_text=True)
     kinds = [e.kind for e in store.events(hostname="node1")]
-    assert kinds == ["netboot:on", "state:pxe", "state:installing", "netboot:off", "state:installed"]
+    assert kinds == ["netboot:on", "state:pxe", "state:installing", "callback:install-started",
+                     "netboot:off", "state:installed", "callback:install-finished",
+                     "callback:install-finished"]
 
 
 def test_refused_callbacks_change_nothing(
