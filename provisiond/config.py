@@ -10,9 +10,15 @@ paths in the file are relative to the file's directory, so a site directory can 
     [serve]
     interfaces = ["br-prov"]              # DHCP listens here; TFTP/HTTP bind its site address
     http_port = 8080
-    http_threads = 16                     # gunicorn gthread threads (one worker process)
+    http_threads = 16                     # worker threads (requests are read before a thread
+                                          # takes them: a slow client holds no thread)
+    http_connection_limit = 4096          # open client connections at most (then new ones wait)
+    http_idle_timeout = 60                # seconds a connection may send nothing before it is closed
     tftp_root = "/srv/provisiond/tftp"
     tftp_port = 69
+    tftp_max_transfers = 256              # TFTP transfers at once, for all clients
+    tftp_max_per_client = 8               # ... and from one client address
+    tftp_max_silence = 30                 # seconds a transfer waits for a client that went quiet
     deadline_check_seconds = 10           # how often overdue nodes are failed
     dhcp_proxy = false                    # proxyDHCP beside an existing DHCP server
     bios_loader = "undionly.kpxe"         # what BIOS PXE firmware gets (or "pxelinux.0")
@@ -123,8 +129,13 @@ class Config:
     interfaces: tuple[str, ...] = ()
     http_port: int = 8080
     http_threads: int = 16
+    http_connection_limit: int = 4096
+    http_idle_timeout: int = 60
     tftp_root: Path = Path("/srv/provisiond/tftp")
     tftp_port: int = 69
+    tftp_max_transfers: int = 256
+    tftp_max_per_client: int = 8
+    tftp_max_silence: float = 30.0
     deadline_check_seconds: float = 10.0
     dhcp_proxy: bool = False
     bios_loader: str = "undionly.kpxe"
@@ -166,8 +177,13 @@ class _ServeTable(_Section):
     interfaces: list[Annotated[str, Field(min_length=1)]] | None = None
     http_port: Port | None = None
     http_threads: Annotated[int, Field(gt=0)] | None = None
+    http_connection_limit: Annotated[int, Field(ge=16)] | None = None
+    http_idle_timeout: Annotated[int, Field(gt=0)] | None = None
     tftp_root: PathText | None = None
     tftp_port: Port | None = None
+    tftp_max_transfers: Annotated[int, Field(gt=0)] | None = None
+    tftp_max_per_client: Annotated[int, Field(gt=0)] | None = None
+    tftp_max_silence: Annotated[float, Field(ge=2)] | None = None
     deadline_check_seconds: Seconds | None = None
     dhcp_proxy: bool | None = None
     templates: list[PathText] | None = None

@@ -1,4 +1,4 @@
-"""Where this server answers on the site network: interface, address, HTTP base URL.
+"""Where this server answers on a network of the site: interface, address, HTTP base URL.
 
 `serve` resolves each `--interface` once and hands the Endpoint to DHCP (its server id and
 boot URLs), TFTP (its bind address) and HTTP (bind address and the base URL written into boot
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One interface on the site network, our address on it, and the HTTP port."""
+    """One interface on a network of the inventory, our address on it, and the HTTP port."""
 
     interface: str
     address: IPv4Address
@@ -33,19 +33,37 @@ class Endpoint:
         return f"http://{self.address}:{self.http_port}"
 
 
+def _described(networks: list[IPv4Network]) -> str:
+    if len(networks) == 1:
+        return f"the site network {networks[0]}"
+    return f"any network of the inventory ({', '.join(map(str, networks))})"
+
+
 def resolve_endpoint(spec: str, site: Any, http_port: int) -> Endpoint:
-    """The Endpoint for `--interface NAME|ADDRESS` on the inventory's site network."""
+    """The Endpoint for `--interface NAME|ADDRESS` on one of the inventory's networks."""
+    networks = [network.network for network in site.all_networks]
     try:
         given: IPv4Address | None = IPv4Address(spec)
     except ValueError:
         given = None
-    if given is not None and given not in site.network:
+    if given is not None and not any(given in network for network in networks):
         raise UserError(
-            f"address {given} is not on the site network {site.network}: give an address "
+            f"address {given} is not on {_described(networks)}: give an address "
             "(or interface) on that network with --interface"
         )
     name, addresses = find_interface(spec)
-    address = choose_server_address(name, addresses, site.network, given or site.server)
+    on_site = [a for a in addresses if any(a.ip in network for network in networks)]
+    if not on_site:
+        found = ", ".join(str(a) for a in addresses) or "no IPv4 address"
+        raise UserError(
+            f"interface {name} is not on {_described(networks)} (it has {found}); "
+            "give the interface that is on that network, or fix site.network in the inventory"
+        )
+    # The interface's network: the one of the address given, else of site.server if the
+    # interface has it, else of its first address on an inventory network.
+    first = given or next((a.ip for a in on_site if a.ip == site.server), on_site[0].ip)
+    home = site.network_of(first)
+    address = choose_server_address(name, addresses, home.network, given or home.server)
     return Endpoint(name, address, http_port)
 
 
@@ -80,18 +98,9 @@ def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
 def choose_server_address(
     interface: str, addresses: list[IPv4Interface], network: IPv4Network, preferred: IPv4Address,
 ) -> IPv4Address:
-    """Our address on the site network: the inventory's `site.server` if the interface has it.
-
-    Refuses an interface with no address on the site network, so provisiond never answers on
-    a network the inventory does not describe.
-    """
+    """Our address on `network` (one the interface is on): `preferred` (the network's server
+    address) if the interface has it, else its first address there."""
     on_site = [a.ip for a in addresses if a.ip in network]
-    if not on_site:
-        found = ", ".join(str(a) for a in addresses) or "no IPv4 address"
-        raise UserError(
-            f"interface {interface} is not on the site network {network} (it has {found}); "
-            "give the interface that is on that network, or fix site.network in the inventory"
-        )
     if preferred in on_site:
         return preferred
     log.warning(

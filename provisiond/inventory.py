@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,14 +41,38 @@ DEFAULT_MIRRORS = {
     "rocky9": "https://dl.rockylinux.org/pub/rocky/9/BaseOS/x86_64/os",
 }
 
-_MAC_SEPARATED = re.compile(r"^[0-9a-f]{1,2}([:-])(?:[0-9a-f]{1,2}\1){4}[0-9a-f]{1,2}$")
-_MAC_PLAIN = re.compile(r"^[0-9a-f]{12}$")
-_MAC_CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$")
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DEVICE = re.compile(r"^(?:/dev/)?[A-Za-z0-9][A-Za-z0-9_./:-]*$")
-_CRYPT_HASH = re.compile(r"^\$(?:1|5|6|y|gy|7|2[abxy]?)\$[./A-Za-z0-9$=,-]{8,}$")
-_SSH_KEY = re.compile(r"^(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+(?: .*)?$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_MAC_SEPARATED = re.compile(r"^[0-9a-f]{1,2}([:-])(?:[0-9a-f]{1,2}\1){4}[0-9a-f]{1,2}\Z")
+_MAC_PLAIN = re.compile(r"^[0-9a-f]{12}\Z")
+_MAC_CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\Z")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_DEVICE = re.compile(r"^(?:/dev/)?[A-Za-z0-9][A-Za-z0-9_./:-]*\Z")
+# crypt(3) strings, per scheme: what libxcrypt accepts (salt and hash lengths are exact, so a
+# truncated or hand-edited hash, which would lock root out, is refused).
+_B64 = "[./A-Za-z0-9]"
+_CRYPT_HASH = re.compile(
+    rf"^(?:\$1\${_B64}{{1,8}}\${_B64}{{22}}"  # MD5-crypt (weak: check warns)
+    rf"|\$5\$(?:rounds=[0-9]+\$)?{_B64}{{1,16}}\${_B64}{{43}}"  # SHA-256-crypt
+    rf"|\$6\$(?:rounds=[0-9]+\$)?{_B64}{{1,16}}\${_B64}{{86}}"  # SHA-512-crypt
+    rf"|\$g?y\${_B64}+\${_B64}+\${_B64}{{43}}"  # yescrypt, gost-yescrypt
+    rf"|\$7\${_B64}{{11,}}\${_B64}{{43}}"  # scrypt
+    rf"|\$2[abxy]\$[0-9]{{2}}\${_B64}{{53}})\Z")
+_WEAK_HASH_PREFIXES = {"$1$": "MD5-crypt"}
+_SSH_KEY = re.compile(r"^(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+"
+                      r'(?: [^\x00-\x1f\x7f"\\]*)?\Z')  # the comment: no quote (kickstart quotes it)
+# Values that reach an answer file's line (d-i ..., a kickstart command): one word of the
+# characters each kind of value needs, so none can end the line or add an option.
+_TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*\Z")  # Europe/Paris, Etc/GMT+5
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:_[A-Za-z]{2})?(?:\.[A-Za-z0-9-]+)?(?:@[A-Za-z]+)?\Z")
+_KEYBOARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # us, de, fr-latin1
+_NTP_SERVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*\Z")  # a host name or an IPv4 address
+# A mirror URL: RFC 3986 characters less the quotes, backslash and shell expansion ($ `).
+_URL = re.compile(r"^(?:https?|ftp)://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/%+,=:@-]*)?\Z")
+_NO_SPACE = re.compile(r"^[^\s\x00-\x1f\x7f]+\Z")
+# Control characters: no value in the inventory may carry one (a newline splits the line of
+# every file it reaches: iPXE scripts, answer files, manifests).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+IPMI_PASSWORD_MAX = 20  # IPMI 2.0 passwords are at most 20 bytes
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*\Z", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1, "b": 1, "s": 512,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
@@ -112,8 +137,16 @@ class BmcSpec(_Model):
     @classmethod
     def _address(cls, value: str) -> str:
         value = value.strip()
-        if not value or " " in value:
+        if not _NO_SPACE.match(value):
             raise ValueError(f"{value!r} is not a host name or IP address")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if _CONTROL.search(value) or len(value.encode()) > 16:
+            raise ValueError(f"{value!r} is not an IPMI user name (at most 16 bytes, no "
+                             "control characters)")
         return value
 
     @model_validator(mode="before")
@@ -188,6 +221,93 @@ def _choice(value: Any, allowed: Iterable[str], what: str) -> str:
     return text
 
 
+def _ipv4_network(value: Any) -> IPv4Network:
+    try:
+        return IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            loose = IPv4Network(str(value), strict=False)
+            raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+        raise ValueError(f"{value!r} is not an IPv4 network (e.g. 10.213.0.0/24)") from None
+
+
+def _domain_name(value: str) -> str:
+    labels = value.lower().rstrip(".").split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a DNS domain name")
+    return ".".join(labels)
+
+
+def parse_pool(text: Any) -> tuple[IPv4Address, IPv4Address]:
+    """A dynamic range `FIRST-LAST` (e.g. 10.0.0.100-10.0.0.199) as its two ends."""
+    try:
+        first, last = (IPv4Address(part.strip()) for part in str(text).split("-"))
+    except ValueError:
+        raise ValueError(
+            f"dynamic pool {text!r} is not a range: write FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
+        ) from None
+    if last < first:
+        raise ValueError(f"dynamic pool {text!r}: the last address is before the first")
+    return first, last
+
+
+def _check_pool(pool: tuple[IPv4Address, IPv4Address] | None, network: IPv4Network,
+                taken: list[tuple[IPv4Address, str]]) -> None:
+    if pool is None:
+        return
+    first, last = pool
+    if first not in network or last not in network:
+        raise ValueError(f"pool {first}-{last} is not inside the network {network}")
+    inside = [f"{address} ({what})" for address, what in taken if first <= address <= last]
+    if inside:
+        raise ValueError(f"pool {first}-{last} contains {', '.join(inside)}")
+
+
+class RelayedNetwork(_Model):
+    """A further network of the site, usually behind a router whose DHCP relay forwards its
+    clients' requests (giaddr = the relay's address on it) to provisiond."""
+
+    network: IPv4Network
+    gateway: IPv4Address
+    server: IPv4Address | None = None  # provisiond's address as these nodes reach it; None: site.server
+    dns: list[IPv4Address] | None = None  # None: the site's
+    ntp: list[str] | None = None  # None: the site's
+    domain: str | None = None  # None: the site's
+    pool: tuple[IPv4Address, IPv4Address] | None = None
+
+    _network = field_validator("network", mode="before")(lambda value: _ipv4_network(value))
+    _domain = field_validator("domain")(lambda value: None if value is None else _domain_name(value))
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> tuple[IPv4Address, IPv4Address] | None:
+        return None if value is None else parse_pool(value)
+
+    @model_validator(mode="after")
+    def _addresses(self) -> RelayedNetwork:
+        if self.gateway not in self.network:
+            raise ValueError(f"gateway {self.gateway} is outside the network {self.network}")
+        taken = [(self.gateway, "the gateway")]
+        if self.server is not None:
+            taken.append((self.server, "the server"))
+        _check_pool(self.pool, self.network, taken)
+        return self
+
+
+@dataclass(frozen=True)
+class SiteNetwork:
+    """One network of the site as DHCP, the boot decision and the answer files use it."""
+
+    network: IPv4Network
+    gateway: IPv4Address
+    server: IPv4Address  # provisiond's address as this network's nodes reach it
+    dns: tuple[IPv4Address, ...]
+    ntp: tuple[str, ...]
+    domain: str
+    pool: tuple[IPv4Address, IPv4Address] | None = None
+    relayed: bool = False  # one of site.networks (its clients come through a relay)
+
+
 class Site(_Model):
     name: str = Field(min_length=1)
     domain: str
@@ -207,12 +327,19 @@ class Site(_Model):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     openstack: OpenStackSettings | None = None  # None: GlusterFS only, no OpenStack parts
     install: str = "installer"  # the nodes' default install method
+    pool: tuple[IPv4Address, IPv4Address] | None = None  # dynamic range on `network`
+    networks: list[RelayedNetwork] = Field(default_factory=list)  # further (relayed) networks
     dns_update: DnsUpdateSettings | None = None  # None: provisiond publishes no names (docs/dns.md)
 
     @field_validator("install", mode="before")
     @classmethod
     def _install(cls, value: Any) -> str:
         return _choice(value, INSTALL_METHODS, "install")
+
+    @field_validator("pool", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> tuple[IPv4Address, IPv4Address] | None:
+        return None if value is None else parse_pool(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -227,21 +354,12 @@ class Site(_Model):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        labels = value.lower().rstrip(".").split(".")
-        if not all(_HOST_LABEL.match(label) for label in labels):
-            raise ValueError(f"{value!r} is not a DNS domain name")
-        return ".".join(labels)
+        return _domain_name(value)
 
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, value: Any) -> IPv4Network:
-        try:
-            return IPv4Network(str(value), strict=True)
-        except ValueError as exc:
-            if "host bits set" in str(exc):
-                loose = IPv4Network(str(value), strict=False)
-                raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
-            raise ValueError(f"{value!r} is not an IPv4 network (e.g. 10.213.0.0/24)") from None
+        return _ipv4_network(value)
 
     @field_validator("os", mode="before")
     @classmethod
@@ -253,8 +371,9 @@ class Site(_Model):
     def _hash(cls, value: str | None) -> str | None:
         if value is not None and not _CRYPT_HASH.match(value):
             raise ValueError(
-                "not a crypt(3) password hash (expected e.g. $6$salt$...; make one with "
-                "`openssl passwd -6`); clear-text passwords are not accepted"
+                "not a crypt(3) password hash: make one with `openssl passwd -6` (e.g. $6$, a "
+                "salt of up to 16 characters, $, 86 characters); a truncated or edited hash "
+                "would lock root out, and clear-text passwords are not accepted"
             )
         return value
 
@@ -269,8 +388,40 @@ class Site(_Model):
     @field_validator("mirrors")
     @classmethod
     def _mirrors(cls, value: dict[str, str]) -> dict[str, str]:
-        for os_name in value:
+        for os_name, url in value.items():
             _choice(os_name, OPERATING_SYSTEMS, "os in mirrors")
+            if not _URL.match(url):
+                raise ValueError(f"{os_name}: {url!r} is not a mirror URL (http, https or ftp; "
+                                 "letters, digits and - . _ ~ / % + , = : @ only)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if not _TIMEZONE.match(value):
+            raise ValueError(f"{value!r} is not a time zone name (e.g. UTC, Europe/Paris)")
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        if not _LOCALE.match(value):
+            raise ValueError(f"{value!r} is not a locale (e.g. en_US.UTF-8)")
+        return value
+
+    @field_validator("keyboard")
+    @classmethod
+    def _keyboard(cls, value: str) -> str:
+        if not _KEYBOARD.match(value):
+            raise ValueError(f"{value!r} is not a keyboard layout name (e.g. us, de)")
+        return value
+
+    @field_validator("ntp")
+    @classmethod
+    def _ntp(cls, value: list[str] | None) -> list[str] | None:
+        for number, server in enumerate(value or ()):
+            if not _NTP_SERVER.match(server):
+                raise ValueError(f"entry {number}: {server!r} is not a host name or address")
         return value
 
     @model_validator(mode="after")
@@ -279,7 +430,32 @@ class Site(_Model):
             address = getattr(self, field)
             if address not in self.network:
                 raise ValueError(f"{field} {address} is outside the site network {self.network}")
+        _check_pool(self.pool, self.network, [(self.gateway, "the gateway"), (self.server, "the server")])
+        seen = [self.network]
+        for index, extra in enumerate(self.networks):
+            clash = next((net for net in seen if net.overlaps(extra.network)), None)
+            if clash is not None:
+                raise ValueError(f"networks[{index}]: {extra.network} overlaps {clash}")
+            seen.append(extra.network)
         return self
+
+    @cached_property
+    def all_networks(self) -> tuple[SiteNetwork, ...]:
+        """The site network first, then `networks`, each with the site's defaults filled in."""
+        ntp = tuple(self.ntp_servers)
+        primary = SiteNetwork(self.network, self.gateway, self.server, tuple(self.dns), ntp,
+                              self.domain, self.pool)
+        return (primary, *(
+            SiteNetwork(
+                extra.network, extra.gateway, extra.server or self.server,
+                tuple(self.dns if extra.dns is None else extra.dns),
+                ntp if extra.ntp is None else tuple(extra.ntp), extra.domain or self.domain,
+                extra.pool, relayed=True,
+            ) for extra in self.networks))
+
+    def network_of(self, address: IPv4Address) -> SiteNetwork | None:
+        """The site network that holds `address` (a node's address belongs to exactly one)."""
+        return next((net for net in self.all_networks if address in net.network), None)
 
     @property
     def ntp_servers(self) -> list[str]:
@@ -316,6 +492,9 @@ class Node(_Model):
     @field_validator("mac", mode="before")
     @classmethod
     def _mac(cls, value: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f"YAML read this MAC as the number {value!r} (unquoted digits): "
+                             "write it in quotes, e.g. '52:54:00:12:34:56'")
         return normalize_mac(value)
 
     @field_validator("role", mode="before")
@@ -406,6 +585,12 @@ class Inventory:
     def _by_hostname(self) -> dict[str, Node]:
         return {node.hostname: node for node in self.nodes}
 
+    def network(self, node: Node) -> SiteNetwork:
+        """The network that holds the node's address (the loader has checked there is one)."""
+        network = self.site.network_of(node.ip)
+        assert network is not None, f"{node.hostname}: the loader checks every node is on a network"
+        return network
+
     def by_mac(self, mac: str) -> Node | None:
         try:
             return self._by_mac.get(normalize_mac(mac))
@@ -482,6 +667,59 @@ def _line_map(root: yaml.Node) -> tuple[dict[Loc, int], list[Problem]]:
 
     walk(root, ())
     return lines, problems
+
+
+# Aliases make a YAML document a graph: a 1 KB file of nested aliases names billions of
+# values, and an alias inside its own anchor names itself. Both are refused before any walk
+# that expands aliases (the line map, the models).
+MAX_EXPANDED_EXTRA = 100_000  # values an inventory may add through aliases
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _graph_problem(root: yaml.Node) -> Problem | None:
+    """A recursive alias, an expansion past the limit, or a control character in a value:
+    found in one pass over the distinct nodes (iterative: no recursion to run out of)."""
+    expanded: dict[int, int] = {}
+    started: set[int] = set()  # nodes being expanded: an alias to one of them is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            started.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            continue
+        if key in expanded:
+            continue
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode) and _CONTROL.search(str(node.value)):
+            char = _CONTROL.search(str(node.value)).group()  # type: ignore[union-attr]
+            return Problem(line, "", f"a value contains the control character {char!r} "
+                                     f"({str(node.value)[:40]!r}): remove it (a trailing "
+                                     "newline too: use a plain or quoted scalar, not |)")
+        started.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in started:
+                return Problem(child.start_mark.line + 1, "",
+                               "recursive alias: the value anchored here contains an alias to "
+                               "itself; an alias must not be inside its own anchor")
+            if id(child) not in expanded:
+                stack.append((child, False))
+    distinct = len(expanded)
+    if expanded[id(root)] > distinct + MAX_EXPANDED_EXTRA:
+        return Problem(root.start_mark.line + 1, "",
+                       f"through its aliases this document names {expanded[id(root)]:,} values "
+                       f"({distinct:,} written): an alias bomb? write the values out or use "
+                       "fewer nested aliases")
+    return None
 
 
 def _dotted(loc: Loc) -> str:
@@ -583,17 +821,27 @@ def _check_nodes(site: Site | None, raw_nodes: list[Any], lines: dict[Loc, int],
             continue
         ip = parsed(IPv4Address, raw.get("ip"))
         if site is not None and ip is not None:
-            reserved = [
-                (site.server, "provisiond's own address (site.server)"),
-                (site.gateway, "the gateway (site.gateway)"),
-                (site.network.network_address, "the network address"),
-                (site.network.broadcast_address, "the broadcast address"),
-            ]
-            taken = " and ".join(what for address, what in reserved if address == ip)
-            if ip not in site.network:
-                report(index, "ip", f"{ip} is outside the site network {site.network}")
-            elif taken:
-                report(index, "ip", f"{ip} is {taken}")
+            network = site.network_of(ip)
+            if network is None:
+                nets = ", ".join(str(net.network) for net in site.all_networks)
+                where = f"the site network {site.network}" if len(site.all_networks) == 1 \
+                    else f"every site network ({nets})"
+                report(index, "ip", f"{ip} is outside {where}")
+            else:
+                gateway = f"the gateway of {network.network}" if network.relayed \
+                    else "the gateway (site.gateway)"
+                reserved = [
+                    (network.server, "provisiond's own address (site.server)"),
+                    (network.gateway, gateway),
+                    (network.network.network_address, "the network address"),
+                    (network.network.broadcast_address, "the broadcast address"),
+                ]
+                taken = " and ".join(what for address, what in reserved if address == ip)
+                if taken:
+                    report(index, "ip", f"{ip} is {taken}")
+                elif network.pool is not None and network.pool[0] <= ip <= network.pool[1]:
+                    report(index, "ip", f"{ip} is inside the dynamic pool "
+                           f"{network.pool[0]}-{network.pool[1]} of {network.network}")
 
         role = parsed(lambda value: _choice(value, ROLES, "role"), raw.get("role"))
         disk = parsed(DiskSpec.model_validate, raw.get("disk", {}))
@@ -608,13 +856,36 @@ def _check_nodes(site: Site | None, raw_nodes: list[Any], lines: dict[Loc, int],
         if bmc is not None and bmc.password_file is not None:
             path = bmc.resolved(base_dir).password_file
             assert path is not None
-            if not path.is_file():
-                report(index, "bmc.password_file", f"{path} does not exist (create it, mode 0600)")
-            elif not os.access(path, os.R_OK):
-                report(index, "bmc.password_file", f"{path} is not readable by this user")
-            elif not path.read_text().strip():
-                report(index, "bmc.password_file", f"{path} is empty")
+            problem = _password_file_problem(path)
+            if problem:
+                report(index, "bmc.password_file", problem)
     return problems
+
+
+def _password_file_problem(path: Path) -> str | None:
+    """What is wrong with a BMC password file, if anything. Never opens what is not a regular
+    file (a FIFO would block the reader)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{path} does not exist (create it, mode 0600)"
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+        return f"{path} is {kind}: name a file that holds the password"
+    if not os.access(path, os.R_OK):
+        return f"{path} is not readable by this user"
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path} cannot be read: {exc}"
+    if not password.strip():
+        return f"{path} is empty"
+    if len(password.encode()) > IPMI_PASSWORD_MAX:
+        return (f"{path} holds a password of {len(password.encode())} bytes; IPMI passwords "
+                f"are at most {IPMI_PASSWORD_MAX} bytes (a BMC would refuse or cut it)")
+    return None
 
 
 def _resolve_dns_update(site: Site, base_dir: Path, lines: dict[Loc, int]) -> tuple[Site, list[Problem]]:
@@ -642,17 +913,29 @@ def load_inventory(path: Path | str) -> Inventory:
     except FileNotFoundError:
         missing = Problem(None, "", "file not found (see docs/inventory.md for the format)")
         raise InventoryError(path, [missing]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InventoryError(path, [Problem(line, "", f"not UTF-8 text: byte "
+                                                      f"{exc.object[exc.start]:#04x} at column "
+                                                      f"{column}; save the file as UTF-8")]) from None
+    except OSError as exc:
         raise InventoryError(path, [Problem(None, "", f"cannot read: {exc}")]) from None
 
     try:
         root = yaml.compose(text, Loader=_InventoryLoader)
+        graph = _graph_problem(root) if root is not None else None
+        if graph is not None:
+            raise InventoryError(path, [graph])
         data = yaml.load(text, Loader=_InventoryLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise InventoryError(path, [Problem(line, "", f"YAML syntax error: {problem}")]) from None
+    except RecursionError:
+        raise InventoryError(path, [Problem(None, "", "YAML nested too deeply: an inventory "
+                                                      "needs a few levels")]) from None
     if root is None or not isinstance(data, dict):
         raise InventoryError(path, [Problem(1, "", "expected a mapping with 'site' and 'nodes'")])
 
@@ -698,7 +981,8 @@ def load_inventory(path: Path | str) -> Inventory:
         if "domain" in raw:
             problems.append(Problem(_line_of(lines, ("nodes", index, "domain")), f"nodes[{index}].domain",
                                     "unknown field 'domain' (the domain is site.domain)"))
-        update: dict[str, Any] = {"domain": site.domain if site else ""}
+        home = site.network_of(node.ip) if site is not None else None
+        update: dict[str, Any] = {"domain": home.domain if home else (site.domain if site else "")}
         if node.os is None and site is not None:
             update["os"] = site.os
         if node.install is None and site is not None:
@@ -724,6 +1008,11 @@ def load_inventory(path: Path | str) -> Inventory:
         for _, node in parsed
         if node.bmc is not None and node.bmc.password_env and node.bmc.password_env not in os.environ
     ]
+    weak = next((name for prefix, name in _WEAK_HASH_PREFIXES.items()
+                 if (site.root_password_hash or "").startswith(prefix)), None)
+    if weak:
+        warnings.append(f"site.root_password_hash is {weak}, which is cracked quickly: make a "
+                        "SHA-512 or yescrypt hash (openssl passwd -6, mkpasswd -m yescrypt)")
     if site.root_password_hash is None and not site.ssh_authorized_keys:
         warnings.append(
             "site: neither root_password_hash nor ssh_authorized_keys is set: installed nodes "

@@ -3,7 +3,7 @@
     ts=2026-11-21T02:10:00.123Z level=info logger=provisiond.http event=callback host=node1 ...
 
 Call `log_event(logger, "callback", host=..., status=...)` for a machine-readable line. The
-masking filter runs on every record (also other libraries' and gunicorn's), so a token that
+masking filter runs on every record (also other libraries' and waitress's), so a token that
 slips into a message or an argument is replaced by `***` before it is written.
 """
 
@@ -30,10 +30,24 @@ def mask_secrets(text: str) -> str:
     return text
 
 
+# C0 and C1 controls and DEL: a request path or a client's name can carry ESC, NUL or CR,
+# which would forge or garble log lines on a terminal or in a file.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    return _CONTROL_NAMES.get(char, f"\\x{ord(char):02x}")
+
+
 def _quote(value: Any) -> str:
+    """A value as one token: quoted when it has spaces, quotes or '=', control characters
+    always escaped (\\n, \\x1b), so one event stays one line whatever a client sent."""
     text = str(value)
-    if text == "" or any(ch in text for ch in ' "=\n\t'):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if text == "" or any(ch in text for ch in ' "=') or _CONTROL.search(text):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        text = '"' + _CONTROL.sub(_escape_control, escaped) + '"'
     return text
 
 

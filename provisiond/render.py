@@ -8,6 +8,7 @@ searched first, so any template or partial can be overridden by one of the same 
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,20 @@ from provisiond.inventory import Inventory, Node
 from provisiond.layouts import MIB, Layout, LayoutError, plan_layout
 
 MB_PER_MIB = MIB / 1_000_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(value: Any) -> Any:
+    """Jinja2 `finalize` for answer files: no expression may write a control character. Both
+    formats are line-based (preseed d-i lines, kickstart commands, shell): a value with a
+    newline would add a line of its own making, so it is refused at rendering, whatever let
+    it through before (the inventory refuses it first). Manifests are YAML whose macros write
+    whole blocks; their values go through `tojson`, which escapes newlines."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise jinja2.TemplateRuntimeError(
+            f"the value {value[:60]!r} holds a control character, which would split a line "
+            "of this file: fix it in the inventory")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             autoescape=False,
+            finalize=one_line,
         )
         self.env.filters["shquote"] = lambda value: shlex.quote(str(value))
         self.env.filters["mb"] = partman_mb
@@ -75,14 +91,16 @@ class Renderer:
 
     def context(self, node: Node, server: ServerInfo | None) -> dict[str, Any]:
         site = self.inventory.site
+        home = self.inventory.network(node)  # the node's own network (site.network or a relayed one)
         return {
             "node": node,
             "site": site,
             "layout": self.layout(node),
-            "netmask": str(site.network.netmask),
-            "prefixlen": site.network.prefixlen,
-            "dns": [str(address) for address in site.dns],
-            "ntp": site.ntp_servers,
+            "netmask": str(home.network.netmask),
+            "prefixlen": home.network.prefixlen,
+            "gateway": str(home.gateway),
+            "dns": [str(address) for address in home.dns],
+            "ntp": list(home.ntp),
             "server": server,
             "events_url": server.events_url(node.hostname) if server else None,
         }

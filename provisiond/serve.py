@@ -2,7 +2,7 @@
 
 In-process: DHCP (per interface), TFTP (on each interface's site address), the deadline
 timer and (with site.dns_update) the DNS name publisher, each with start()/stop(). HTTP:
-gunicorn (gthread worker, sendfile) as a child process managed by PID, bound to the same
+waitress (provisiond.http.wsgi) as a child process managed by PID, bound to the same
 addresses. All share the SQLite store (WAL), so a
 killed and restarted server resumes exactly where it was: state, leases and events are on disk.
 """
@@ -29,7 +29,6 @@ from provisiond import nodes
 from provisiond.boot.service import BootService
 from provisiond.config import Config
 from provisiond.dhcp.server import DhcpServer
-from provisiond.dns.publish import NamePublisher
 from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.http import operator_token
@@ -45,7 +44,7 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent() -> None:
-    """In the gunicorn child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
+    """In the HTTP child: get SIGTERM if serve dies (even by SIGKILL), so no orphan keeps
     the HTTP port."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -79,7 +78,8 @@ class DeadlineTimer:
 
 
 class HttpProcess:
-    """gunicorn as a child process: started, health-checked and stopped by PID."""
+    """The HTTP service (waitress) as a child process: started, health-checked and stopped by
+    PID."""
 
     def __init__(self, config: Config, addresses: list[IPv4Address], base_url: str | None,
                  verbosity: int) -> None:
@@ -91,13 +91,14 @@ class HttpProcess:
 
     def command(self) -> list[str]:
         binds = [arg for address in self.addresses
-                 for arg in ("--bind", f"{address}:{self.config.http_port}")]
-        return [sys.executable, "-m", "gunicorn", "-c", "python:provisiond.http.wsgi",
-                "--threads", str(self.config.http_threads), *binds,
-                "provisiond.http.wsgi:app_from_env()"]
+                 for arg in ("--listen", f"{address}:{self.config.http_port}")]
+        return [sys.executable, "-m", "provisiond.http.wsgi", *binds,
+                "--threads", str(self.config.http_threads),
+                "--connection-limit", str(self.config.http_connection_limit),
+                "--idle-timeout", str(self.config.http_idle_timeout)]
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start gunicorn and wait until *it* answers (another server on the port does not
+        """Start the HTTP service and wait until *it* answers (another server on the port does not
         count: the health check must echo this start's instance id)."""
         instance = secrets.token_hex(8)
         env = dict(os.environ)
@@ -117,7 +118,7 @@ class HttpProcess:
             if self.process.poll() is not None:
                 code = self.process.returncode
                 self.process = None
-                raise UserError(f"the HTTP service (gunicorn) exited with {code} while starting on "
+                raise UserError(f"the HTTP service exited with {code} while starting on "
                                 f"port {self.config.http_port}: see its log above (port in use? "
                                 "pass another --http-port)")
             try:
@@ -135,7 +136,7 @@ class HttpProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (gunicorn finishes requests for up to graceful_timeout), then SIGKILL."""
+        """SIGTERM, then SIGKILL."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -174,7 +175,11 @@ class Server:
                      for spec in config.interfaces]
         self._prepare_tftp_root()
         # Created before the sync, so the nodes it removes from the store lose their names too.
-        publisher = NamePublisher(store, inventory) if inventory.site.dns_update is not None else None
+        publisher = None
+        if inventory.site.dns_update is not None:
+            from provisiond.dns.publish import NamePublisher  # dnspython's query stack: only when used
+
+            publisher = NamePublisher(store, inventory)
         nodes.sync(store, inventory)
         operator_token(config.operator_token_file)
         self._check_assets()
@@ -183,6 +188,14 @@ class Server:
             log_event(log, "server-address-mismatch", logging.WARNING,
                       inventory_server=str(inventory.site.server),
                       serving=",".join(map(str, addresses)))
+        for network in inventory.site.all_networks:
+            if network.relayed and network.server not in addresses and not any(
+                    address in network.network for address in addresses):
+                # Its nodes would be told to fetch from an address nobody serves.
+                raise UserError(
+                    f"network {network.network} is served at {network.server} (its `server`, "
+                    f"default site.server), but serve answers only on {', '.join(map(str, addresses))}: "
+                    "pass the interface with that address, or set the network's server")
         # One interface: one base URL for everything. Several: HTTP takes it from the Host
         # header each node used (each reaches us on its own network's address).
         single_url = endpoints[0].base_url if len(endpoints) == 1 else None
@@ -211,7 +224,10 @@ class Server:
         config, inventory, store = self.config, self.inventory, self.store
         boot = BootService(inventory, store, config, endpoint.base_url)
         tftp = TftpServer(config.tftp_root, str(endpoint.address), config.tftp_port,
-                          responder=boot.tftp_responder, on_transfer=self._transfer)
+                          responder=boot.tftp_responder, on_transfer=self._transfer,
+                          max_transfers=config.tftp_max_transfers,
+                          max_per_client=config.tftp_max_per_client,
+                          max_silence=config.tftp_max_silence)
         tftp.start()
         self._started.append((f"tftp {endpoint.address}", tftp))
         dhcp = DhcpServer(inventory, store, endpoint.interface, http_port=config.http_port,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import secrets
@@ -106,6 +107,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+MAX_SEEN_MACS = 4096  # unknown MACs remembered (most recently seen first)
+SEEN_PRUNE_EVERY = 256  # new unknown MACs between two prunes: the table stays under 4096 + 256
+
 class UnknownNode(LookupError):
     """The store has no node by that name (it is not in the inventory)."""
 
@@ -148,6 +152,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._site_secret: bytes | None = None
+        self._seen_added = itertools.count(1)  # new unknown MACs since start: prune now and then
         self._migrate()
 
     @classmethod
@@ -560,14 +565,19 @@ class Store:
     # -- MACs seen on the wire but not in the inventory ------------------------------------
 
     def record_seen(self, mac: str, detail: dict[str, Any] | None = None) -> None:
+        """Upsert one unknown MAC. The table keeps the MAX_SEEN_MACS most recently seen: a flood
+        of random MACs (anyone on the segment can send one) must not grow it without end."""
         now = time.time()
         with self._tx() as conn:
-            conn.execute(
+            (count,) = conn.execute(
                 "INSERT INTO seen_macs (mac, first_seen, last_seen, count, detail) VALUES (?, ?, ?, 1, ?) "
                 "ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, count = count + 1, "
-                "detail = excluded.detail",
+                "detail = excluded.detail RETURNING count",
                 (mac, now, now, json.dumps(detail or {}, sort_keys=True)),
-            )
+            ).fetchone()
+            if count == 1 and next(self._seen_added) % SEEN_PRUNE_EVERY == 1:
+                conn.execute("DELETE FROM seen_macs WHERE mac IN (SELECT mac FROM seen_macs "
+                             "ORDER BY last_seen DESC LIMIT -1 OFFSET ?)", (MAX_SEEN_MACS,))
 
     def seen_macs_count(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM seen_macs").fetchone()[0]

@@ -63,7 +63,7 @@ site:
   server: 10.213.0.1
   os: debian12
   ntp: [10.213.0.1, ntp.lab.example]
-  root_password_hash: $6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF.
+  root_password_hash: $6$NTD9RTgBuEBLAtYO$fViymCfiMzQAshwklT09UqAbc4NjMjHujAJtk4W9c4G7UPpRurGuIJtNxbGZyfSOcCQ2LaHgpmn8x1uF1WM0t/
   ssh_authorized_keys:
     - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx operator@lab
 """

@@ -287,3 +287,24 @@ def test_no_traceback_on_any_field_value(write_inventory, field, value):
         load_inventory(path)
     except InventoryError as exc:
         assert exc.problems
+
+
+def test_no_usable_root_password_is_shipped_and_hashes_are_checked(tmp_path: Path,
+                                                                  write_inventory) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "inventory.yaml"
+    assert "root_password_hash:" not in "\n".join(
+        line for line in example.read_text().splitlines() if not line.lstrip().startswith("#"))
+    published = "$6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF."
+    assert published not in SITE_YAML
+    current = SITE_YAML.split("root_password_hash: ", 1)[1].split("\n", 1)[0]
+    for broken in (current[:-1], current + "x", "$6$salt$tooshort", "$6$" + "a" * 17 + "$" + "b" * 86,
+                   "$1$abc$" + "x" * 21, "$2b$1$" + "x" * 53, "$6$ab$" + "!" * 86):
+        text = SITE_YAML.replace(current, broken) + NODES_YAML
+        with pytest.raises(InventoryError, match=r"not a crypt\(3\) password hash"):
+            load_inventory(write_inventory(text))
+    md5 = "$1$8salt8ab$" + "Q" * 22
+    inventory = load_inventory(write_inventory(SITE_YAML.replace(current, md5) + NODES_YAML))
+    assert any("MD5-crypt" in warning for warning in inventory.warnings)
+    yescrypt = "$y$j9T$" + "s" * 22 + "$" + "h" * 43
+    inventory = load_inventory(write_inventory(SITE_YAML.replace(current, yescrypt) + NODES_YAML))
+    assert inventory.site.root_password_hash == yescrypt and not inventory.warnings

@@ -150,6 +150,19 @@ def test_leases_and_seen_macs(store):
     assert (seen["count"], seen["detail"]) == (2, {"arch": 0})
 
 
+def test_unknown_macs_table_is_bounded_under_a_flood(store):
+    from provisiond.store import MAX_SEEN_MACS, SEEN_PRUNE_EVERY
+
+    flood = [f"02:{n >> 24 & 255:02x}:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}:00"
+             for n in range(MAX_SEEN_MACS * 2)]
+    for mac in flood:
+        store.record_seen(mac)
+    seen = store.seen_macs()
+    assert MAX_SEEN_MACS <= len(seen) <= MAX_SEEN_MACS + SEEN_PRUNE_EVERY
+    assert seen[0]["mac"] == flood[-1]  # the most recent are kept
+    assert flood[0] not in {entry["mac"] for entry in seen}
+
+
 def test_reopening_keeps_everything_and_migrations_apply_once(tmp_path, store):
     store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
     again = Store.in_state_dir(tmp_path)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from urllib.parse import urlsplit
 
 from provisiond.boot.methods import InstallTarget, method_for
 from provisiond.dhcp import options as o
@@ -128,6 +130,21 @@ class BootSpec:
     initrd: Asset | None = None
     cmdline: str = ""  # installer arguments (renderers add initrd= where a loader needs it)
     answer_url: str | None = None
+
+
+def base_url_for(base_url: str, network: IPv4Network, server: IPv4Address) -> str:
+    """The base URL a node reaches provisiond at: the serving address when it is on the node's
+    network; else the server address of the node's network (a relayed subnet: its nodes reach
+    the server through their router, at the address the relay forwards to)."""
+    parts = urlsplit(base_url)
+    try:
+        host = IPv4Address(parts.hostname or "")
+    except ValueError:
+        return base_url  # no URL yet, or a host name: as configured
+    if host in network or host == server:
+        return base_url
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{server}{port}").geturl()
 
 
 def ipxe_script_url(base_url: str, mac: str) -> str:

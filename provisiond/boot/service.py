@@ -18,6 +18,7 @@ from provisiond.boot.decision import (
     Network,
     NodeFacts,
     OsBoot,
+    base_url_for,
     decide,
 )
 from provisiond.config import Config
@@ -40,11 +41,12 @@ class BootService:
         self.store = store
         self.config = config
         self.base_url = base_url.rstrip("/")
-        site = inventory.site
-        self.network = Network(
-            domain=site.domain, netmask=str(site.network.netmask), gateway=str(site.gateway),
-            dns=tuple(str(server) for server in site.dns),
-        )
+        # The addressing of each network of the site, as the installer's command line states it.
+        self.networks = {
+            net.network: Network(domain=net.domain, netmask=str(net.network.netmask),
+                                 gateway=str(net.gateway), dns=tuple(str(server) for server in net.dns))
+            for net in inventory.site.all_networks
+        }
         self.loaders = Loaders(bios=config.bios_loader, uefi=config.uefi_loader,
                                uefi_local=config.uefi_local_loader)
         self.os_boot = {
@@ -66,8 +68,11 @@ class BootService:
                          record.netboot, mirror=mirror, method=INSTALL_METHOD.get(node.install_method))
 
     def spec(self, node: Node, client: Client | None = None, base_url: str | None = None) -> BootSpec:
-        return decide(self.facts(node), client, base_url or self.base_url, self.loaders,
-                      self.network, self.os_boot)
+        """The decision for `node`, with the URLs and addressing of the node's own network."""
+        home = self.inventory.network(node)
+        base = base_url_for(base_url or self.base_url, home.network, home.server)
+        return decide(self.facts(node), client, base, self.loaders, self.networks[home.network],
+                      self.os_boot)
 
     # -- DHCP ------------------------------------------------------------------------------
 
@@ -92,6 +97,18 @@ class BootService:
         log_event(log, "boot-config", host=node.hostname, file=what, peer=peer,
                   boot="install" if spec.install else "local")
         return files.BY_NAME[fmt].render(spec)
+
+    def answer_fetched(self, node: Node, what: str, peer: str) -> bool:
+        """The node itself fetched its answer file (or deploy settings): a sign its installer
+        runs, but only if the boot decision would hand it the installer now (netboot on, an
+        installable state). An unauthenticated fetch moves nothing the boot would not."""
+        if not self.spec(node).install:
+            log_event(log, "answer-fetch-ignored", host=node.hostname, file=what, peer=peer,
+                      msg="not installing now (netboot off or past its install): state kept")
+            return False
+        self.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
+                           detail={"fetched": what, "peer": peer})
+        return True
 
     def ipxe(self, mac: str, peer: str = "", base_url: str | None = None) -> str | None:
         """The iPXE script for a MAC (any common spelling), or None for an unknown MAC."""

@@ -12,8 +12,6 @@ import json
 
 from provisiond import nodes
 from provisiond.config import effective_config
-from provisiond.dns import publish
-from provisiond.dns.client import DnsError
 from provisiond.errors import UserError
 from provisiond.inventory import load_inventory
 
@@ -32,6 +30,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    from provisiond.dns import publish  # dnspython's query stack is slow to import: only here
+    from provisiond.dns.client import DnsError
+
     config = effective_config(args)
     inventory = load_inventory(config.inventory)
     store = None if args.dry_run else nodes.open_store(config.state_dir, inventory)

@@ -13,12 +13,16 @@ from provisiond.errors import UserError
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve", help="run the provisioning server (DHCP, TFTP, HTTP) until SIGTERM",
-        description="DHCP on IFACE, TFTP and HTTP on IFACE's address in the site network. "
-        "Options override provisiond.toml [serve].",
+        description="DHCP on IFACE, TFTP and HTTP on IFACE's address on its network of the "
+        "inventory; relayed networks are answered through their relay. Options override "
+        "provisiond.toml [serve].",
     )
     parser.add_argument("--interface", action="append", metavar="IFACE",
-                        help="interface on the site network, by name or by its address "
-                        "(repeat for several)")
+                        help="interface on a network of the inventory, by name or by its "
+                        "address (repeat for several)")
+    parser.add_argument("--proxy", action="store_true", default=None,
+                        help="proxyDHCP beside the site's DHCP server: add only the PXE boot offer "
+                        "(serve.dhcp_proxy)")
     parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
     parser.add_argument("--http-port", type=int, metavar="N", help="HTTP port (default 8080)")
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
@@ -38,11 +42,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     unit.set_defaults(func=run_systemd_unit)
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    config = effective_config(args).with_overrides(
+def serve_config(args: argparse.Namespace) -> Config:
+    """provisiond.toml with the command line's options on top."""
+    return effective_config(args).with_overrides(
         interfaces=tuple(args.interface) if args.interface else None,
         tftp_root=args.tftp_root, http_port=args.http_port, tftp_port=args.tftp_port,
+        dhcp_proxy=args.proxy,
     )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = serve_config(args)
     # The metrics directory must be known before prometheus_client is first imported (it
     # picks its multiprocess mode then): the HTTP child and this process count into it.
     from provisiond.metrics_dir import prepare_shared_dir, shared_dir

@@ -55,7 +55,26 @@ class Opt(IntEnum):
     CLIENT_ARCH = 93
     CLIENT_NDI = 94
     CLIENT_UUID = 97
+    SUBNET_SELECTION = 118  # RFC 3011
     END = 255
+
+
+# Relay agent information (option 82) sub-options: RFC 3046 and RFC 3527.
+AGENT_LINK_SELECTION = 5
+
+
+def sub_options(value: bytes) -> dict[int, bytes]:
+    """Decode a code/length/value list (option 82's sub-options); a truncated tail is dropped
+    (the relay's option is echoed as it came, never re-encoded)."""
+    found: dict[int, bytes] = {}
+    pos = 0
+    while pos + 2 <= len(value):
+        code, length = value[pos], value[pos + 1]
+        if pos + 2 + length > len(value):
+            break
+        found.setdefault(code, value[pos + 2 : pos + 2 + length])
+        pos += 2 + length
+    return found
 
 
 # RFC 4578 section 2.1 / IANA "Processor Architecture Types" values provisiond acts on.

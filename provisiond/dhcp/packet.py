@@ -115,12 +115,13 @@ class DhcpPacket:
 # the server can trust the typed views above.
 _FIXED = {
     Opt.MESSAGE_TYPE: 1, Opt.REQUESTED_IP: 4, Opt.SERVER_ID: 4, Opt.MAX_MESSAGE_SIZE: 2,
-    Opt.LEASE_TIME: 4, Opt.OVERLOAD: 1, Opt.CLIENT_NDI: 3,
+    Opt.LEASE_TIME: 4, Opt.OVERLOAD: 1, Opt.CLIENT_NDI: 3, Opt.SUBNET_SELECTION: 4,
 }
 _NAMES = {
     Opt.MESSAGE_TYPE: "message type", Opt.REQUESTED_IP: "requested IP", Opt.SERVER_ID: "server id",
     Opt.MAX_MESSAGE_SIZE: "max message size", Opt.LEASE_TIME: "lease time",
     Opt.OVERLOAD: "option overload", Opt.CLIENT_NDI: "client NDI",
+    Opt.SUBNET_SELECTION: "subnet selection",
 }
 
 

@@ -25,9 +25,9 @@ PXE_PORT = 4011
 
 @dataclass(frozen=True)
 class Site:
-    """The answers common to every client on the served network."""
+    """The answers common to every client on one network of the site."""
 
-    server: IPv4Address  # our address on the interface: option 54, siaddr, TFTP and HTTP host
+    server: IPv4Address  # our address as this network reaches it: option 54, siaddr, TFTP and HTTP host
     network: IPv4Network
     gateway: IPv4Address | None = None
     dns: tuple[IPv4Address, ...] = ()
@@ -173,6 +173,9 @@ def _destination(request: DhcpPacket, reply: DhcpPacket) -> tuple[IPv4Address, i
 
 
 def _finish(reply: DhcpPacket, request: DhcpPacket) -> DhcpPacket:
+    subnet = request.options.get(Opt.SUBNET_SELECTION)
+    if subnet is not None:
+        reply.options[Opt.SUBNET_SELECTION] = subnet  # RFC 3011: return an identical copy
     agent = request.options.get(Opt.RELAY_AGENT)
     if agent is not None:
         reply.options[Opt.RELAY_AGENT] = agent  # RFC 3046: echo option 82, last
@@ -190,18 +193,23 @@ def decide(
     request: DhcpPacket, who: Assignment | None, site: Site, *,
     port: int = SERVER_PORT, source: tuple[IPv4Address, int] | None = None,
 ) -> Decision:
-    """Decide the answer to `request` received on `port` from `source`.
+    """Decide the answer to `request` received on `port` from `source`, for `site`: the
+    network the request is for (see selection.py).
 
     `who` is None for a client provisiond does not know (no reservation, no pool): such a
     client never gets an answer, so provisiond is safe beside other machines.
     """
     if request.op != BOOTREQUEST:
         return ignore("not a BOOTREQUEST (a reply from another server)")
-    if request.giaddr != ZERO and request.giaddr not in site.network:
-        return ignore(f"relay {request.giaddr} is not on the site network {site.network}")
+    if request.giaddr in (site.network.network_address, site.network.broadcast_address):
+        return ignore(f"relay {request.giaddr} is the network's own or broadcast address, "
+                      "not a relay's")
     mtype = request.message_type
     if who is None:
         return ignore("unknown MAC")
+    if who.ip not in site.network:
+        return ignore(f"the client's address {who.ip} is not on {site.network}, the network "
+                      "this request comes from (the node is on another segment than the inventory says)")
     if site.proxy:
         return _decide_proxy(request, who, site, port, source)
     if mtype is MessageType.DISCOVER:

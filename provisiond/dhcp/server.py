@@ -1,7 +1,8 @@
 """The DHCP server: one thread, sockets bound to one interface, around the pure policy.
 
-The thread reads a datagram, parses it (malformed ones are counted and dropped), looks up who
-the client is (inventory reservation, else the optional dynamic pool), asks `policy.decide`,
+The thread reads a datagram, parses it (malformed ones are counted and dropped), picks the
+network it is for (`selection`: relay, RFC 3011/3527 options, client or interface), looks up
+who the client is (inventory reservation, else that network's dynamic pool), asks `policy.decide`,
 records what must persist (lease, seen MAC, the node's `pxe` observation) and sends the reply.
 Nothing a client sends can stop the loop: every failure is counted and logged.
 """
@@ -35,12 +36,14 @@ from provisiond.dhcp.policy import (
     Decision,
     Site,
     decide,
+    ignore,
     is_ipxe,
     is_netboot_client,
 )
+from provisiond.dhcp.selection import select_network
 from provisiond.endpoint import Endpoint, resolve_endpoint
 from provisiond.errors import UserError
-from provisiond.inventory import Inventory
+from provisiond.inventory import Inventory, SiteNetwork, parse_pool
 from provisiond.lifecycle import Source
 from provisiond.store import Store, UnknownNode
 
@@ -52,6 +55,8 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 POLL_SECONDS = 0.2
 OFFER_HOLD_SECONDS = 60.0
 SEEN_RECORD_INTERVAL = 60.0
+DECLINE_REPORT_INTERVAL = 60.0  # one warning and event per MAC per minute
+DECLINE_REPORTS_PER_MINUTE = 30  # and at most this many for all MACs: the rest are counted
 # Room for a burst (a rack powering on at once) while the thread writes a lease.
 # Not more: packets that wait longer than a client's retransmit timeout are wasted work.
 RECEIVE_BUFFER = 1024 * 1024
@@ -60,7 +65,7 @@ BATCH = 64
 DISCOVER = bytes([MessageType.DISCOVER])
 
 LeaseRow = tuple[str, str, str | None, float]  # mac, ip, hostname, expires
-Outgoing = tuple[bytes, tuple[str, int], str]  # datagram, destination, client MAC
+Outgoing = tuple[bytes, tuple[str, int], str, IPv4Address]  # datagram, destination, client MAC, source
 
 
 @lru_cache(maxsize=65536)
@@ -89,14 +94,9 @@ class Pool:
     @classmethod
     def parse(cls, text: str) -> Pool:
         try:
-            first, last = (IPv4Address(part.strip()) for part in text.split("-"))
-        except ValueError:
-            raise UserError(
-                f"dynamic pool {text!r} is not a range: write FIRST-LAST, e.g. 10.0.0.100-10.0.0.199"
-            ) from None
-        if last < first:
-            raise UserError(f"dynamic pool {text!r}: the last address is before the first")
-        return cls(first, last)
+            return cls(*parse_pool(text))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
     def __contains__(self, address: object) -> bool:
         return isinstance(address, IPv4Address) and self.first <= address <= self.last
@@ -125,17 +125,22 @@ class DhcpServer:
         self.interface = interface
         self.http_port = http_port
         self.proxy = proxy
-        self.pool = pool
+        self.pool = pool  # the dynamic range on the interface's own network (--pool)
         self.lease_time = lease_time
         self.stats: Counter[str] = Counter()
         self.on_decision = on_decision
-        self.site: Site | None = None
+        self.site: Site | None = None  # the interface's own network
+        self.sites: dict[IPv4Network, Site] = {}  # every network of the inventory
+        self._pools: dict[IPv4Network, Pool] = {}
+        self._arrival: IPv4Network | None = None
         self._nodes: dict[str, _Node] = {node.mac: node for node in inventory.nodes}
         self._reserved = {node.ip for node in inventory.nodes}
         self._pool_owner: dict[IPv4Address, tuple[str, float]] = {}  # ip -> (mac, expires)
         self._seen: dict[str, float] = {}
+        self._declines_reported: dict[str, float] = {}  # mac -> when its last one was reported
+        self._decline_window = (0.0, 0)  # (minute start, reports in it)
         self._sockets: list[socket.socket] = []
-        self._pktinfo: list[tuple[int, int, bytes]] = []
+        self._pktinfo: dict[IPv4Address, list[tuple[int, int, bytes]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -149,25 +154,25 @@ class DhcpServer:
         if self.endpoint is None:
             self.endpoint = resolve_endpoint(self.interface, site, self.http_port)
         self.interface, server = self.endpoint.interface, self.endpoint.address
-        self._check_pool(site.network, server)
-        ntp = []
-        for name in getattr(site, "ntp_servers", None) or site.ntp or []:
-            try:
-                ntp.append(IPv4Address(name))
-            except ValueError:
-                log.info("NTP server %s is not an IPv4 address; option 42 carries addresses only", name)
-        self.site = Site(
-            server=server, network=site.network, gateway=site.gateway, dns=tuple(site.dns),
-            ntp=tuple(ntp), domain=site.domain or None, lease_time=self.lease_time,
-            proxy=self.proxy,
-        )
+        home = site.network_of(server)
+        assert home is not None, "resolve_endpoint serves only an address on an inventory network"
+        for network in site.all_networks:
+            # Our address as each network's nodes reach it: on the interface's own network the
+            # address we serve on; on a relayed one, its `server` (where its relay sends to).
+            address = server if network.network == home.network else network.server
+            self.sites[network.network] = self._site(network, address)
+            pool = self.pool if network.network == home.network and self.pool else None
+            if pool is None and network.pool is not None:
+                pool = Pool(*network.pool)
+            if pool is not None and not self.proxy:
+                self._check_pool(pool, network.network, address)
+                self._pools[network.network] = pool
+        self._arrival = home.network
+        self.site = self.sites[home.network]
         self.boot = BootService(self.inventory, self.store, self.config, self.endpoint.base_url)
-        self._pktinfo = [
-            (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, server.packed, bytes(4)))
-        ]
         ports = (SERVER_PORT, PXE_PORT) if self.proxy else (SERVER_PORT,)
         try:
-            self._sockets = [self._bind(port) for port in ports]
+            self._sockets = [self._bind(port, self._bind_address(port)) for port in ports]
         except BaseException:
             self._close()
             raise
@@ -176,8 +181,22 @@ class DhcpServer:
         self._thread = threading.Thread(target=self._run, name=f"dhcp-{self.interface}", daemon=True)
         self._thread.start()
         log.info(
-            "DHCP%s serving %d nodes on %s as %s (ports %s)", " proxy" if self.proxy else "",
+            "DHCP%s serving %d nodes on %s as %s (ports %s; networks %s)", " proxy" if self.proxy else "",
             len(self._nodes), self.interface, server, ", ".join(map(str, ports)),
+            ", ".join(map(str, self.sites)),
+        )
+
+    def _site(self, network: SiteNetwork, server: IPv4Address) -> Site:
+        ntp = []
+        for name in network.ntp:
+            try:
+                ntp.append(IPv4Address(name))
+            except ValueError:
+                log.info("NTP server %s is not an IPv4 address; option 42 carries addresses only", name)
+        return Site(
+            server=server, network=network.network, gateway=network.gateway, dns=network.dns,
+            ntp=tuple(ntp), domain=network.domain or None, lease_time=self.lease_time,
+            proxy=self.proxy,
         )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -195,14 +214,27 @@ class DhcpServer:
             sock.close()
         self._sockets = []
 
-    def _bind(self, port: int) -> socket.socket:
+    def _bind_address(self, port: int) -> str:
+        """Where to listen: everything, except port 67 in proxy mode.
+
+        Linux hands a broadcast to every socket bound to its port, but a unicast datagram to
+        one socket only: the best match (a specific address beats the wildcard, a bound device
+        adds to it), and among equals the one bound last (or last used on that CPU). Beside the
+        site's DHCP server on the same host (dnsmasq binds 0.0.0.0:67 on the interface too), a
+        wildcard port 67 socket of ours would take some of its clients' unicast renewals. Bound
+        to 255.255.255.255, the socket matches broadcasts only (what a PXE DISCOVER is) and
+        never a unicast; port 4011 is ours alone.
+        """
+        return "255.255.255.255" if self.proxy and port == SERVER_PORT else "0.0.0.0"
+
+    def _bind(self, port: int, address: str) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.interface.encode())
-            sock.bind(("0.0.0.0", port))
+            sock.bind((address, port))
         except PermissionError:
             sock.close()
             raise UserError(
@@ -221,18 +253,23 @@ class DhcpServer:
         sock.setblocking(False)
         return sock
 
-    def _check_pool(self, network: IPv4Network, server: IPv4Address) -> None:
-        if self.pool is None:
-            return
-        if self.pool.first not in network or self.pool.last not in network:
+    def _pktinfo_for(self, source: IPv4Address) -> list[tuple[int, int, bytes]]:
+        """The IP_PKTINFO control message that makes `source` the reply's source address."""
+        if source not in self._pktinfo:
+            self._pktinfo[source] = [(socket.IPPROTO_IP, IP_PKTINFO,
+                                      struct.pack("=I4s4s", 0, source.packed, bytes(4)))]
+        return self._pktinfo[source]
+
+    def _check_pool(self, pool: Pool, network: IPv4Network, server: IPv4Address) -> None:
+        if pool.first not in network or pool.last not in network:
             raise UserError(
-                f"dynamic pool {self.pool.first}-{self.pool.last} is not inside the site network "
+                f"dynamic pool {pool.first}-{pool.last} is not inside the site network "
                 f"{network}: choose a range on that network"
             )
-        clash = sorted(a for a in self._reserved | {server} if a in self.pool)
+        clash = sorted(a for a in self._reserved | {server} if a in pool)
         if clash:
             raise UserError(
-                f"dynamic pool {self.pool.first}-{self.pool.last} contains reserved addresses "
+                f"dynamic pool {pool.first}-{pool.last} contains reserved addresses "
                 f"({', '.join(map(str, clash[:5]))}): choose a range without node or server addresses"
             )
 
@@ -243,7 +280,7 @@ class DhcpServer:
             address = IPv4Address(lease.ip)
             if node is not None and node.ip == address:
                 continue
-            if node is None and self.pool is not None and address in self.pool:
+            if node is None and self._pool_of(address) is not None:
                 self._pool_owner[address] = (lease.mac, lease.expires)
                 continue
             self.store.release_lease(lease.mac)
@@ -310,11 +347,11 @@ class DhcpServer:
                                   len(leases))
                     unsaved = {mac for mac, *_ in leases}
                     outbox = [item for item in outbox if item[2] not in unsaved]
-            for data, destination, _mac in outbox:
+            for data, destination, _mac, source in outbox:
                 try:
                     # IP_PKTINFO sets the source address to our server id, which matters when
                     # the interface has several addresses (relays check where replies are from).
-                    sock.sendmsg([data], self._pktinfo, 0, destination)
+                    sock.sendmsg([data], self._pktinfo_for(source), 0, destination)
                 except OSError as exc:
                     self.stats["errors"] += 1
                     log.warning("sending to %s:%d failed: %s", *destination, exc)
@@ -337,9 +374,13 @@ class DhcpServer:
         self, request: DhcpPacket, source: tuple[IPv4Address, int], port: int,
         outbox: list[Outgoing], leases: list[LeaseRow],
     ) -> None:
-        assert self.site is not None
-        who = self._assignment(request)
-        decision = decide(request, who, self.site, port=port, source=source)
+        selection = select_network(request, tuple(self.sites), self._arrival)
+        site = self.sites.get(selection.network) if selection.network is not None else None
+        if site is None:
+            who, decision = None, ignore(selection.reason)
+        else:
+            who = self._assignment(request, site)
+            decision = decide(request, who, site, port=port, source=source)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s from %s (%s): %s", request.message_type.name, request.mac,
                       source[0], decision.reason, decision.action)
@@ -356,11 +397,12 @@ class DhcpServer:
             log.warning("reply to %s not sent: %s", request.mac, exc)
             return
         address, dport = decision.destination
-        outbox.append((reply, (_text(address), dport), request.mac))
+        assert site is not None
+        outbox.append((reply, (_text(address), dport), request.mac, site.server))
 
     # -- who is the client, and what to remember ------------------------------------------
 
-    def _assignment(self, request: DhcpPacket) -> Assignment | None:
+    def _assignment(self, request: DhcpPacket, site: Site) -> Assignment | None:
         node = self._nodes.get(request.mac)
         if node is not None:
             # Only a boot client asks the boot decision (it reads the node's state from the
@@ -371,21 +413,24 @@ class DhcpServer:
                 spec = self.boot.for_dhcp(node, classify(
                     request.client_archs, request.vendor_class, is_ipxe(request)))
             return Assignment(node.ip, node.hostname, boot=spec)
-        if self.pool is None or self.proxy:
+        pool = self._pools.get(site.network)
+        if pool is None or self.proxy:
             self._record_seen(request)
             return None
-        address = self._pool_address(request)
+        address = self._pool_address(request, pool)
         if address is None:
-            log.warning("dynamic pool %s-%s is full", self.pool.first, self.pool.last)
+            log.warning("dynamic pool %s-%s is full", pool.first, pool.last)
         self._record_seen(request)
         return None if address is None else Assignment(address)
 
-    def _pool_address(self, request: DhcpPacket) -> IPv4Address | None:
+    def _pool_of(self, address: IPv4Address) -> Pool | None:
+        return next((pool for pool in self._pools.values() if address in pool), None)
+
+    def _pool_address(self, request: DhcpPacket, pool: Pool) -> IPv4Address | None:
         """The client's pool address: its own lease, else the one it asks for, else a free one."""
-        assert self.pool is not None
         now = time.time()
         mac = request.mac
-        owned = next((ip for ip, (owner, _) in self._pool_owner.items() if owner == mac), None)
+        owned = next((ip for ip, (owner, _) in self._pool_owner.items() if owner == mac and ip in pool), None)
         if owned is not None:
             return owned
         if request.message_type is not MessageType.DISCOVER:
@@ -396,15 +441,32 @@ class DhcpServer:
             return holder is None or holder[1] < now
 
         wanted = request.requested_ip
-        choice = wanted if wanted in self.pool and free(wanted) else None  # type: ignore[operator]
+        choice = wanted if wanted in pool and free(wanted) else None  # type: ignore[operator]
         if choice is None:
-            choice = next((IPv4Address(i) for i in self.pool.addresses() if free(IPv4Address(i))), None)
+            choice = next((IPv4Address(i) for i in pool.addresses() if free(IPv4Address(i))), None)
         if choice is not None:
             stale = self._pool_owner.pop(choice, None)
             if stale is not None:
                 self.store.release_lease(stale[0])
             self._pool_owner[choice] = (mac, now + OFFER_HOLD_SECONDS)
         return choice
+
+    def _report_decline(self, mac: str) -> bool:
+        """Whether this DECLINE gets a warning and an event: anyone can send DECLINEs, so one
+        per MAC per minute and DECLINE_REPORTS_PER_MINUTE in all (stats count every one)."""
+        now = time.monotonic()
+        if now - self._declines_reported.get(mac, -DECLINE_REPORT_INTERVAL) < DECLINE_REPORT_INTERVAL:
+            return False
+        start, reported = self._decline_window
+        if now - start >= 60.0:
+            start, reported = now, 0
+        if reported >= DECLINE_REPORTS_PER_MINUTE:
+            return False
+        if len(self._declines_reported) > 10_000:
+            self._declines_reported.clear()
+        self._declines_reported[mac] = now
+        self._decline_window = (start, reported + 1)
+        return True
 
     def _record_seen(self, request: DhcpPacket) -> None:
         """Remember a MAC that is not in the inventory (at most once a minute per MAC)."""
@@ -434,7 +496,7 @@ class DhcpServer:
         if decision.lease is not None:
             expires = time.time() + self.lease_time
             leases.append((mac, _text(decision.lease), hostname, expires))
-            if self.pool is not None and decision.lease in self.pool:
+            if self._pool_of(decision.lease) is not None:
                 self._pool_owner[decision.lease] = (mac, expires)
         if decision.action in (Action.RELEASE, Action.DECLINE):
             self.store.release_lease(mac)
@@ -442,13 +504,17 @@ class DhcpServer:
                 if owner == mac:
                     del self._pool_owner[ip]
             if decision.action is Action.DECLINE:
-                if who is not None and self.pool is not None and who.ip in self.pool:
+                if who is not None and self._pool_of(who.ip) is not None:
                     # Someone else uses it: keep it out of the pool for a lease time.
                     self._pool_owner[who.ip] = ("declined", time.time() + self.lease_time)
-                log.warning("%s (%s) declined %s: %s", mac, hostname or "pool", who and who.ip,
-                            decision.reason)
-                self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
-                                     {"mac": mac, "ip": str(who.ip) if who else None})
+                self.stats["declines"] += 1
+                if self._report_decline(mac):
+                    log.warning("%s (%s) declined %s: %s", mac, hostname or "pool",
+                                who and who.ip, decision.reason)
+                    self.store.add_event(hostname, "dhcp:decline", Source.DHCP,
+                                         {"mac": mac, "ip": str(who.ip) if who else None})
+                else:
+                    self.stats["declines-not-reported"] += 1
         spec = who.boot if who else None
         if spec is not None and decision.boot_file and (
             decision.action is Action.ACK or (self.proxy and decision.reply is not None)

@@ -14,7 +14,6 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from provisiond.config import Config
-from provisiond.dns.client import DnsError
 from provisiond.doctor import assets, probe
 from provisiond.doctor.checks import (
     PortHolder,
@@ -202,6 +201,7 @@ def kickstart_problem(text: str) -> str | None:
 
 
 def _dns(inventory: Inventory) -> list[Result]:
+    from provisiond.dns.client import DnsError
     from provisiond.dns.publish import client_for, site_zones
 
     if inventory.site.dns_update is None:

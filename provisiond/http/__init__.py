@@ -5,7 +5,7 @@ boot files, renderer). Blueprints: `boot` (iPXE scripts, loaders, kernels), `ins
 (each install method's answer file), `api` (nodes, events, callbacks, operator actions, OpenAPI),
 `agent` (the agent's zipapp, manifests, step events, facts, barriers, layout check), `web`
 (the operator's status page, live by server-sent events); `/metrics` for Prometheus. It is
-served by gunicorn (see provisiond.serve), never by Flask's development server.
+served by waitress (see provisiond.serve and provisiond.http.wsgi), never by Flask's development server.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, abort, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from provisiond.boot.service import BootService
@@ -29,7 +31,7 @@ from provisiond.render import Renderer
 from provisiond.store import Store
 
 log = logging.getLogger("provisiond.http")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 @dataclass
@@ -67,6 +69,23 @@ def operator_token(path: Path) -> str:
     return path.read_text().strip()
 
 
+def is_ascii_number(text: str) -> bool:
+    """A non-negative whole number in ASCII digits: str.isdigit() alone also takes "²" (which
+    int() refuses) and other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, with a body nested too deeply for the parser refused like any bad JSON
+    (400), not a RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def ctx() -> Context:
     return current_app.extensions["provisiond"]
 
@@ -92,6 +111,7 @@ def create_app(
     inventory = inventory if inventory is not None else load_inventory(config.inventory)
     store = store if store is not None else Store.in_state_dir(config.state_dir)
     app = Flask("provisiond", static_folder=None)
+    app.json = _JsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["provisiond"] = Context(
         config=config, inventory=inventory, store=store,

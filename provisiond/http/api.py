@@ -14,7 +14,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from provisiond import nodes as service
 from provisiond.doctor.run import run_doctor
-from provisiond.http import ctx, node_or_404
+from provisiond.http import ctx, is_ascii_number, node_or_404
 from provisiond.http.auth import require_node, require_operator
 from provisiond.http.openapi import document
 from provisiond.lifecycle import IllegalTransition
@@ -86,7 +86,7 @@ def node(hostname: str) -> Response:
 def events() -> Response:
     since_text = request.args.get("since", "0")
     limit_text = request.args.get("limit", str(MAX_EVENTS))
-    if not since_text.isdigit() or not limit_text.isdigit():
+    if not is_ascii_number(since_text) or not is_ascii_number(limit_text):
         abort(400, description="since and limit must be non-negative integers (event ids/counts)")
     since, limit = int(since_text), int(limit_text)
     if since > MAX_EVENT_ID or limit > MAX_EVENTS:

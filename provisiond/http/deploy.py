@@ -21,7 +21,7 @@ import shlex
 from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
-from provisiond.http import ctx, node_or_404
+from provisiond.http import ctx, is_ascii_number, node_or_404
 from provisiond.http.agent import UNIT as AGENT_UNIT
 from provisiond.http.agent import build_zipapp
 from provisiond.http.auth import own_node_or_operator, require_node
@@ -87,12 +87,11 @@ def env(hostname: str) -> Response:
     if image is None:
         reason = (f"no root image for {node.os_name}/{node.role} in {context.config.image_cache} "
                   f"(build it on the server: provisiond image build --role {node.role})")
-        if own and not operator:
+        if own and not operator and context.boot.spec(node).install:
             _fail(node, reason, {"phase": "image-lookup"})
         abort(503, description=reason)
     if own and not operator:
-        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
-                              detail={"fetched": "deploy-env", "peer": request.remote_addr or ""})
+        context.boot.answer_fetched(node, "deploy-env", request.remote_addr or "")
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {
@@ -115,7 +114,7 @@ def layout_script(hostname: str) -> Response:
     raw = request.args.get("disk_bytes")
     disk_bytes = None
     if raw is not None:
-        if not raw.isdigit():
+        if not is_ascii_number(raw):
             abort(400, description=f"disk_bytes must be a whole number of bytes, got {raw!r}")
         disk_bytes = int(raw)
         declared = node.disk.size_bytes
@@ -140,13 +139,14 @@ def node_script(hostname: str) -> Response:
     require_node(node.hostname)
     context = ctx()
     site = context.inventory.site
+    home = context.inventory.network(node)  # the node's own network (its gateway, DNS, NTP)
     identity = NodeIdentity(
-        hostname=node.hostname, domain=site.domain, mac=node.mac, ip=str(node.ip),
-        prefixlen=site.network.prefixlen, gateway=str(site.gateway), firmware=node.firmware,
+        hostname=node.hostname, domain=node.domain, mac=node.mac, ip=str(node.ip),
+        prefixlen=home.network.prefixlen, gateway=str(home.gateway), firmware=node.firmware,
         server_url=context.url_base(), token=context.store.current_token(node.hostname),
         agent_credential=context.store.agent_credential(node.hostname),
         agent_zipapp=build_zipapp(), agent_unit=AGENT_UNIT,
-        dns=[str(server) for server in site.dns], ntp=site.ntp_servers,
+        dns=[str(server) for server in home.dns], ntp=list(home.ntp),
         root_password_hash=site.root_password_hash, ssh_authorized_keys=list(site.ssh_authorized_keys),
     )
     return Response(render_node_script(identity), mimetype="text/plain")

@@ -1,8 +1,9 @@
-"""Static boot assets with HTTP Range support, handed to the WSGI server's sendfile.
+"""Static boot assets with HTTP Range support, handed to the WSGI server's file_wrapper.
 
-Flask's send_file loses sendfile on a Range request (werkzeug wraps the file in an iterator).
+Flask's send_file wraps a Range in an iterator (the server's file_wrapper is lost).
 Here the file is positioned at the range start and wrapped in `wsgi.file_wrapper` with an
-exact Content-Length, so gunicorn sends any range with os.sendfile, zero copies.
+exact Content-Length, which waitress (like gunicorn) stops at, so a range is never read
+past its end.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def send_asset(path: Path, mimetype: str = "application/octet-stream") -> Respon
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
     handle.seek(start)
     wrapper = request.environ.get("wsgi.file_wrapper")
-    # A generic file_wrapper reads to EOF; gunicorn's stops at Content-Length (and sendfiles).
-    exact = start + length == size or request.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn")
+    # A generic file_wrapper reads to EOF; waitress's and gunicorn's stop at Content-Length.
+    exact = start + length == size or request.environ.get("SERVER_SOFTWARE", "").startswith(
+        ("waitress", "gunicorn"))
     body = wrapper(handle, 1 << 20) if wrapper and exact else _chunks(handle, length)
     response = Response(body, status=status, mimetype=mimetype, headers=headers,
                         direct_passthrough=True)

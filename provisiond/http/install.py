@@ -3,7 +3,8 @@
 
 These pages carry the node's callback token, so each is served only to that node (its
 inventory address or its current DHCP lease) or to the operator (operator token). A fetch
-by the node itself is the sign that its installer runs (lifecycle event answer-fetched).
+by the node itself is the sign that its installer runs (lifecycle event answer-fetched), when
+the boot decision would serve it the installer now (BootService.answer_fetched).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from flask import Blueprint, Response, abort, request
 from provisiond.boot.methods import METHODS
 from provisiond.http import ctx, node_or_404
 from provisiond.http.auth import own_node_or_operator
-from provisiond.lifecycle import Event, Source
 from provisiond.render import ServerInfo
 
 bp = Blueprint("install", __name__)
@@ -31,8 +31,7 @@ def _serve(hostname: str, kind: str) -> Response:
         abort(404, description=f"{node.hostname} installs {node.os_name}, which uses a {actual}, "
                                f"not a {kind}")
     if own and not operator:
-        context.store.observe(node.hostname, Event.ANSWER_FETCHED, Source.HTTP,
-                              detail={"fetched": kind, "peer": request.remote_addr or ""})
+        context.boot.answer_fetched(node, kind, request.remote_addr or "")
     return Response(text, mimetype="text/plain")
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 MANIFEST_VERSION = 1
 OS_FAMILIES = {"debian12": "debian", "rocky9": "rhel"}
-STEP_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
-FACT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-MODE = re.compile(r"^0?[0-7]{3,4}$")
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}\Z")
+FACT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+MODE = re.compile(r"^0?[0-7]{3,4}\Z")
 
 Number = (int, float)
 # kind -> field -> (accepted type(s), required, default). "id", "kind", "title" are common.

@@ -9,7 +9,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_VOLUME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_VOLUME = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_PATH = re.compile(r"^[A-Za-z0-9._/-]+\Z")  # reaches manifests and fstab lines as it is
 
 
 class GlusterSettings(BaseModel):
@@ -36,8 +37,9 @@ class GlusterSettings(BaseModel):
     @field_validator("brick_mount", "mount")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or value.rstrip("/") == "":
-            raise ValueError(f"{value!r} must be an absolute path below /")
+        if not value.startswith("/") or value.rstrip("/") == "" or not _PATH.match(value):
+            raise ValueError(f"{value!r} must be an absolute path below / (letters, digits "
+                             "and . _ - /)")
         return value.rstrip("/")
 
 

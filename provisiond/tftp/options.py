@@ -49,7 +49,14 @@ def window_cap(blksize: int, client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF) -> int:
 
 def _int(value: str) -> int | None:
     value = value.strip()
-    return int(value) if value.isdigit() else None
+    # isdigit() alone takes superscripts (which int() refuses) and other scripts' digits.
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def retries_within(timeout: float, retries: int, max_silence: float) -> int:
+    """Retransmissions for one transfer so that a client that never answers holds it at most
+    `max_silence` seconds ((retries + 1) waits of `timeout`), whatever timeout it asked for."""
+    return max(0, min(retries, int(max_silence // timeout) - 1))
 
 
 def negotiate(
@@ -57,15 +64,18 @@ def negotiate(
     size: int,
     max_blksize: int = MAX_BLKSIZE,
     client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
+    max_timeout: int = MAX_TIMEOUT,
 ) -> Negotiated:
-    """Accept what we understand from an RRQ's options; `size` is the bytes we will send."""
+    """Accept what we understand from an RRQ's options; `size` is the bytes we will send.
+    A timeout over `max_timeout` is not acknowledged (RFC 2349 allows no other value), so
+    the default applies."""
     blksize, timeout, windowsize = DEFAULT_BLKSIZE, DEFAULT_TIMEOUT, 1
     reply: dict[str, str] = {}
     if (value := _int(requested.get("blksize", ""))) is not None and value >= MIN_BLKSIZE:
         blksize = min(value, max_blksize, MAX_BLKSIZE)
         reply["blksize"] = str(blksize)
     if (value := _int(requested.get("timeout", ""))) is not None and (
-        MIN_TIMEOUT <= value <= MAX_TIMEOUT
+        MIN_TIMEOUT <= value <= min(MAX_TIMEOUT, max_timeout)
     ):
         timeout = float(value)
         reply["timeout"] = str(value)

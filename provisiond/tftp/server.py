@@ -15,6 +15,7 @@ transfer and the callback always runs on the same thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python does not export it
 DEFAULT_RETRIES = 5
+MAX_TRANSFERS = 256
+MAX_PER_CLIENT = 8  # transfers one client address may have at once (a booting box needs 1-2)
+MAX_SILENCE = 30.0  # seconds a transfer waits for a client that stopped answering
 PREPARE_THREADS = 4
 LISTEN_RCVBUF = 1 << 20  # a boot storm sends many RRQs at once
 
@@ -71,8 +75,10 @@ class TftpServer:
         port: int = 69,
         responder: Responder | None = None,
         on_transfer: Callable[[TransferStats], None] | None = None,
-        max_transfers: int = 256,
+        max_transfers: int = MAX_TRANSFERS,
         *,
+        max_per_client: int = MAX_PER_CLIENT,
+        max_silence: float = MAX_SILENCE,
         retries: int = DEFAULT_RETRIES,
         max_blksize: int = MAX_BLKSIZE,
         client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
@@ -85,12 +91,15 @@ class TftpServer:
         self.responder = responder
         self.on_transfer = on_transfer
         self.max_transfers = max_transfers
+        self.max_per_client = max_per_client
+        self.max_silence = max_silence
         self.retries = retries
         self.max_blksize = max_blksize
         self.client_rcvbuf = client_rcvbuf
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._active: dict[tuple[tuple[str, int], str], Transfer] = {}
+        self._per_client: collections.Counter[str] = collections.Counter()  # address: transfers
         self._sock: socket.socket | None = None
         self._loop: PythonLoop | None = None
         self._jobs: queue.SimpleQueue[Transfer | None] = queue.SimpleQueue()
@@ -177,7 +186,7 @@ class TftpServer:
 
     def _settings(self) -> Settings:
         return Settings(self.root, self.responder, self.retries, self.max_blksize,
-                        self.client_rcvbuf)
+                        self.client_rcvbuf, self.max_silence)
 
     @property
     def native(self) -> bool:
@@ -194,7 +203,10 @@ class TftpServer:
             self._loop.forget(transfer)
         stats = transfer.close(outcome)
         with self._lock:
-            self._active.pop((transfer.peer, transfer.request.filename), None)
+            if self._active.pop((transfer.peer, transfer.request.filename), None) is not None:
+                self._per_client[transfer.peer[0]] -= 1
+                if not self._per_client[transfer.peer[0]]:
+                    del self._per_client[transfer.peer[0]]
         self._stats.put(stats)
 
     # -- requests -------------------------------------------------------------------------
@@ -248,15 +260,20 @@ class TftpServer:
         with self._lock:
             if key in self._active:
                 return  # the client repeated its RRQ; the transfer already answers it
-            busy = len(self._active)
-            if busy < self.max_transfers:
+            busy, own = len(self._active), self._per_client[peer[0]]
+            if busy < self.max_transfers and own < self.max_per_client:
                 self._active[key] = transfer = Transfer(self._settings(), self._gso, request,
                                                         peer, local_ip)
+                self._per_client[peer[0]] += 1
                 self._jobs.put(transfer)
                 return
-        log.warning("TFTP busy (%d transfers): refused %r from %s", busy, request.filename, peer)
-        sock.sendto(packet.build_error(ErrorCode.NOT_DEFINED,
-                                       f"server busy ({busy} transfers): retry later"), peer)
+        if own >= self.max_per_client:
+            reason = (f"{peer[0]} already has {own} transfers running: finish them or let "
+                      f"them time out (at most {self.max_silence:.0f} s of silence)")
+        else:
+            reason = f"server busy ({busy} transfers): retry later"
+        log.warning("TFTP refused %r from %s:%d: %s", request.filename, peer[0], peer[1], reason)
+        sock.sendto(packet.build_error(ErrorCode.NOT_DEFINED, reason), peer)
 
     def _prepare_jobs(self) -> None:
         while (transfer := self._jobs.get()) is not None:
@@ -270,7 +287,7 @@ class TftpServer:
                 outcome = "error: internal error"
             if outcome is not None:
                 self._end(transfer, outcome)
-            elif self._native is not None:
+            elif self._native is not None and not transfer.converts_as_it_goes:
                 self._start_native(transfer)
             else:
                 assert self._loop is not None
@@ -302,7 +319,7 @@ class TftpServer:
                                windowsize=neg.windowsize,
                                gso_batch=transfer.batch,
                                oack=packet.build_oack(neg.reply) if neg.reply else b"",
-                               timeout=neg.timeout, retries=self.retries)
+                               timeout=neg.timeout, retries=transfer.retries)
             end = native.send(self._native, sock, plan, transfer.stop)
             if end.gso_refused:
                 self._gso.disable(OSError(end.gso_refused, os.strerror(end.gso_refused)))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.tftp import native, packet
-from provisiond.tftp.options import Negotiated, negotiate
+from provisiond.tftp.options import Negotiated, negotiate, retries_within
 from provisiond.tftp.packet import ErrorCode, PacketError, Request
 from provisiond.tftp.paths import PathRefused, normalize, open_in_root, open_named
 
@@ -32,7 +32,7 @@ log = logging.getLogger("provisiond.tftp.server")
 Responder = Callable[[str, tuple[str, int]], "bytes | Path | None"]
 
 READ_CHUNK = 256 * 1024  # file read-ahead: one pread serves many blocks
-NETASCII_MAX = 16 * 1024 * 1024  # netascii is converted in memory; it is for small text files
+NETASCII_MAX = 16 * 1024 * 1024  # netascii is for text files; larger ones must use octet
 _RECV_MAX = 1024
 _ACK0 = b"\x00\x04\x00\x00"
 _HEAD = struct.Struct("!HH")
@@ -67,6 +67,7 @@ class Settings:
     retries: int
     max_blksize: int
     client_rcvbuf: int
+    max_silence: float = 30.0  # seconds a transfer may wait for a silent client, in all
 
 
 class Gso:
@@ -109,6 +110,55 @@ class Blocks:
         self.view, self.start, self.end = memoryview(data), offset, offset + len(data)
 
 
+class NetasciiBlocks(Blocks):
+    """A file in netascii, converted a chunk at a time as the transfer goes, so a transfer
+    holds about two chunks whatever the file's size (converting the whole file held up to
+    twice its size per transfer). The conversion is byte by byte (packet.to_netascii), so a
+    chunk converts on its own; blocks are asked for in order, and a retransmission that
+    reaches back before the current view starts the conversion again from the start."""
+
+    def __init__(self, fd: int, source_size: int) -> None:
+        super().__init__(None, fd, netascii_size(fd, source_size))
+        self.source_end = 0  # where in the file the byte after the view comes from
+
+    def fill(self, offset: int, want: int) -> None:
+        assert self.fd is not None
+        if self.start <= offset <= self.end:  # keep what is converted from offset on
+            kept, first = bytes(self.view[offset - self.start:]), offset
+            source, position = self.source_end, self.end
+        elif offset > self.end:
+            kept, first, source, position = b"", self.end, self.source_end, self.end
+        else:
+            kept, first, source, position = b"", 0, 0, 0
+        pieces = [kept]
+        while position < min(offset + want, self.size):
+            data = os.pread(self.fd, READ_CHUNK, source)
+            if not data:
+                raise OSError(errno.ENODATA, SHRANK)
+            converted = packet.to_netascii(data)
+            source += len(data)
+            if position + len(converted) <= offset:  # wholly before the asked offset
+                position += len(converted)
+                first = position
+                continue
+            pieces.append(converted)
+            position += len(converted)
+        self.view = memoryview(b"".join(pieces))
+        self.start, self.end, self.source_end = first, position, source
+
+
+def netascii_size(fd: int, size: int) -> int:
+    """The file's size once converted (each CR and LF gains one byte), read in chunks."""
+    extra = offset = 0
+    while offset < size:
+        data = os.pread(fd, min(READ_CHUNK, size - offset), offset)
+        if not data:
+            raise OSError(errno.ENODATA, SHRANK)
+        extra += data.count(b"\r") + data.count(b"\n")
+        offset += len(data)
+    return size + extra
+
+
 class Transfer:
     """One read request: prepared on a pool thread, then driven by a loop or the native sender."""
 
@@ -131,10 +181,11 @@ class Transfer:
         self.next = 1  # next block to send
         self.end = 0  # last block of the current window
         self.tries = 0
+        self.retries = settings.retries  # lowered by prepare() to fit settings.max_silence
         self.deadline = 0.0
         self.want_write = False
         self.batch = 1  # blocks per send (more than one with UDP GSO)
-        self.content: bytes | None = None  # generated or netascii content (else the file fd)
+        self.content: bytes | None = None  # generated content (else the file fd)
         self.stop = native.StopFlag()  # ends a transfer run by the native sender
 
     # -- preparation (pool thread) ---------------------------------------------------------
@@ -189,23 +240,32 @@ class Transfer:
                 return self._fail(ErrorCode.FILE_NOT_FOUND, f"file not found: {path.relative}")
             except PathRefused as exc:
                 return self._refuse(str(exc))
-        if request.mode == "netascii":
-            if content is None:
-                assert self.fd is not None
-                if size > NETASCII_MAX:
-                    return self._fail(ErrorCode.NOT_DEFINED, f"{path.relative} is too large "
-                                      "for netascii mode: use octet")
-                content = os.pread(self.fd, size, 0)
-            content = packet.to_netascii(content)
-        self.blocks = Blocks(content, self.fd, size if content is None else len(content))
+        if request.mode == "netascii" and content is not None:
+            content = packet.to_netascii(content)  # generated: small, in memory already
+        if request.mode == "netascii" and content is None:
+            assert self.fd is not None
+            if size > NETASCII_MAX:
+                return self._fail(ErrorCode.NOT_DEFINED, f"{path.relative} is too large "
+                                  "for netascii mode: use octet")
+            self.blocks = NetasciiBlocks(self.fd, size)
+        else:
+            self.blocks = Blocks(content, self.fd, size if content is None else len(content))
         self.neg = neg = negotiate(request.options, self.blocks.size, settings.max_blksize,
-                                   settings.client_rcvbuf)
+                                   settings.client_rcvbuf,
+                                   max_timeout=max(1, int(settings.max_silence // 2)))
+        self.retries = retries_within(neg.timeout, settings.retries, settings.max_silence)
         self.options = {name: int(value) for name, value in neg.reply.items()}
         self.last = self.blocks.size // neg.blksize + 1  # the final block is short, maybe empty
         self.batch = self.gso.batch(neg.blksize) if neg.windowsize > 1 else 1
         self.content = content
         sock.setblocking(False)
         return None
+
+    @property
+    def converts_as_it_goes(self) -> bool:
+        """netascii from a file: converted block by block, so the Python loop drives it (the
+        native sender sends bytes as they are)."""
+        return isinstance(self.blocks, NetasciiBlocks)
 
     # -- driven by the Python loop (pyloop.py) ----------------------------------------------
 
@@ -315,7 +375,7 @@ class Transfer:
         if now < self.deadline:
             return None
         self.tries += 1
-        if self.tries > self.settings.retries:
+        if self.tries > self.retries:
             return "timeout"
         self.deadline = now + self.neg.timeout
         if self.in_oack:

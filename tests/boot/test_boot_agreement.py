@@ -121,7 +121,7 @@ def dhcp_boot_file(inventory, store, config, firmware: Firmware) -> str | None:
     request = parse(build(DhcpPacket(op=BOOTREQUEST, xid=7, chaddr=bytes.fromhex(MAC.replace(":", "")),
                                      options=options)))
     site = Site(server=inventory.site.server, network=inventory.site.network)
-    decision = decide(request, server._assignment(request), site)
+    decision = decide(request, server._assignment(request, site), site)
     return decision.boot_file
 
 

@@ -337,3 +337,27 @@ def test_bad_pool_is_refused_at_start(running: Running, pool: str, message: str)
     server = DhcpServer(inventory, running.store, running.lab.server_if, pool=Pool.parse(pool))
     with in_netns(running.lab.server_ns), pytest.raises(UserError, match=re.escape(message)):
         server.start()
+
+
+def test_a_decline_flood_is_counted_not_reported_a_thousand_times(
+        running: Running, tmp_path: Path) -> None:
+    """1,000 DECLINEs from a known MAC: counted, one warning and event; the node still gets
+    its address right after."""
+    before = [e for e in running.store.events(hostname="node3") if e.kind == "dhcp:decline"]
+    declines = running.server.stats["declines"]
+    with udp_socket(running.lab.client_ns, running.lab.client_if, "0.0.0.0", 68) as sock:
+        for _ in range(1000):
+            decline = _discover(NODE3)
+            decline.options = {Opt.MESSAGE_TYPE: bytes([MessageType.DECLINE]),
+                               Opt.SERVER_ID: IPv4Address("10.213.0.1").packed,
+                               Opt.REQUESTED_IP: IPv4Address("10.213.0.13").packed}
+            sock.sendto(build(decline), ("255.255.255.255", 67))
+    deadline = time.monotonic() + 20
+    while running.server.stats["declines"] < declines + 1000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = [e for e in running.store.events(hostname="node3") if e.kind == "dhcp:decline"]
+    assert len(after) - len(before) == 1
+    assert running.server.stats["declines"] - declines >= 900  # a few may be dropped by the kernel
+    running.lab.set_client_mac(NODE3)
+    env = udhcpc(running.lab, tmp_path)
+    assert env is not None and env["ip"] == "10.213.0.13"

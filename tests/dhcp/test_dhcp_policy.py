@@ -188,10 +188,22 @@ def test_relayed_request_is_answered_to_the_relay_with_option_82() -> None:
     assert n.reply.flags & FLAG_BROADCAST
 
 
-def test_relay_outside_site_network_is_ignored() -> None:
+def test_node_on_another_network_than_the_request_is_ignored() -> None:
+    """The request came through rack 2's relay, but the inventory puts the node on rack 1:
+    it is not answered (no address of the wrong subnet is handed out)."""
+    rack2 = Site(server=SERVER, network=IPv4Network("10.60.0.0/24"), gateway=IPv4Address("10.60.0.1"))
     req = request(MessageType.DISCOVER)
-    req.giaddr = IPv4Address("192.0.2.1")
-    assert answer(req).action is Action.IGNORE
+    req.giaddr = IPv4Address("10.60.0.1")
+    decision = answer(req, site=rack2)
+    assert decision.action is Action.IGNORE and "10.50.0.11 is not on 10.60.0.0/24" in decision.reason
+
+
+def test_relay_at_the_network_or_broadcast_address_is_ignored() -> None:
+    for address in (SITE.network.broadcast_address, SITE.network.network_address):
+        req = request(MessageType.DISCOVER)
+        req.giaddr = address
+        decision = answer(req)
+        assert decision.action is Action.IGNORE and "not a relay" in decision.reason
 
 
 def test_release_decline_inform() -> None:
@@ -229,3 +241,10 @@ def test_proxy_ignores_plain_clients_and_answers_port_4011_to_the_source() -> No
     assert d.action is Action.ACK and d.destination == source and d.reply is not None
     assert d.reply.file == b"ipxe.efi" and d.lease is None
     assert answer(req, site=PROXY, port=67).action is Action.IGNORE
+
+
+def test_subnet_selection_option_is_echoed() -> None:
+    """RFC 3011: a server that honours option 118 returns an identical copy of it."""
+    req = request(MessageType.DISCOVER, o118=IPv4Address("10.50.0.0").packed)
+    d = answer(req)
+    assert d.reply is not None and d.reply.options[Opt.SUBNET_SELECTION] == IPv4Address("10.50.0.0").packed

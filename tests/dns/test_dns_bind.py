@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bind_lab import KEY_NAME, ZONE, Bind, bind_fixture  # noqa: F401  (the `bind` fixture)
+from bindlab import KEY_NAME, ZONE, Bind, bind_fixture  # noqa: F401  (the `bind` fixture)
 
 from provisiond import nodes
 from provisiond.dns import publish

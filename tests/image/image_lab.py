@@ -32,8 +32,9 @@ PROVISIOND = [sys.executable, "-m", "provisiond"]
 IMAGE_CACHE = Path(os.environ.get("PROVISIOND_TEST_IMAGE_CACHE", "/var/cache/provisiond/images"))
 BUILD_LIMIT = 1500  # seconds for cold builds (ramdisk + root image; ~3 min measured here)
 BMC_USER = "admin"
-ROOT_PASSWORD_HASH = ("$6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCij"
-                      "c7RevpsX/fF.")
+# A hash of a discarded random password (as in tests/conftest.py): no usable root password.
+ROOT_PASSWORD_HASH = ("$6$NTD9RTgBuEBLAtYO$fViymCfiMzQAshwklT09UqAbc4NjMjHujAJtk4W9c4G7UPpRurGuIJtNxbGZyfSOcCQ2LaHgpmn8x1"
+                      "uF1WM0t/")
 DISK_GIB = 30  # sparse qcow2; the compute layout needs 25598 MiB, the controller's about as much
 
 

@@ -108,7 +108,10 @@ def test_image_node_boots_the_deploy_ramdisk(env):
 
 
 def test_settings_only_for_the_node_and_mark_installing(env):
-    client, store, _, _ = env
+    client, store, operator, _ = env
+    settings(client, IMG1)
+    assert store.node("img1").state is State.NEW  # netboot off: a fetch moves nothing
+    netboot_on(client, operator, "img1")
     other = client.get("/deploy/img1/env", environ_base=IMG2)
     assert other.status_code == 403 and b"served only to that node" in other.data
     values = settings(client, IMG1)
@@ -122,7 +125,8 @@ def test_settings_only_for_the_node_and_mark_installing(env):
 
 
 def test_no_root_image_fails_the_node_with_the_command_to_run(env):
-    client, store, _, _ = env
+    client, store, operator, _ = env
+    netboot_on(client, operator, "ctl1")  # installing now: the failure is the install's
     reply = client.get("/deploy/ctl1/env", environ_base={"REMOTE_ADDR": "10.213.0.14"})
     assert reply.status_code == 503
     record = store.node("ctl1")

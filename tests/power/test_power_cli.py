@@ -23,7 +23,7 @@ from power_farm import (
 from provisiond.lifecycle import State
 from provisiond.store import Store
 
-HASH = "$6$provisiond$6KhYCcDgaCvt2ucy47P9O9gTFjurbch32HEhMRmpUatPuZXsaRtutSYzSv1WqRTQhidPnJnCijc7RevpsX/fF."
+HASH = "$6$NTD9RTgBuEBLAtYO$fViymCfiMzQAshwklT09UqAbc4NjMjHujAJtk4W9c4G7UPpRurGuIJtNxbGZyfSOcCQ2LaHgpmn8x1uF1WM0t/"
 SITE = LAB_SITE_YAML + f"""\
   ntp: [10.213.0.1]
   timezone: UTC

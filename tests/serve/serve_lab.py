@@ -76,7 +76,7 @@ class Served:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def children(self) -> list[int]:
-        """PIDs of processes started by serve (gunicorn master), found by parent PID."""
+        """PIDs of processes started by serve (the HTTP child), found by parent PID."""
         assert self.process is not None
         out = run("ps", "-o", "pid=", "--ppid", str(self.process.pid), check=False).stdout
         return [int(pid) for pid in out.split()]

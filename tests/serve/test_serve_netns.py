@@ -1,4 +1,4 @@
-"""End to end: the real `provisiond serve` (DHCP, TFTP, gunicorn) in a network namespace,
+"""End to end: the real `provisiond serve` (DHCP, TFTP, HTTP) in a network namespace,
 driven by real clients (busybox udhcpc, curl over HTTP and TFTP) and the real CLI."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 children = server.children()
                 server.stop()
                 for pid in children:
-                    assert not pid_alive(pid), "gunicorn outlived serve"
+                    assert not pid_alive(pid), "the HTTP child outlived serve"
 
 
 def store_of(served: Served) -> Store:
@@ -135,7 +135,7 @@ def test_full_journey_and_boot_local_everywhere_after_install(served: Served) ->
     result = served.cli("events", "node1")
     assert result.returncode == 0 and "state:installed" in result.stdout and "netboot:off" in result.stdout
     assert token not in served.log()  # tokens never reach the log
-    assert 'msg="Using worker: gthread"' in served.log()  # gunicorn, not a development server
+    assert "event=http-listening server=waitress" in served.log()  # not a development server
 
 
 def test_kickstart_journey_for_a_rocky_node(served: Served) -> None:
@@ -185,12 +185,12 @@ def test_kill_and_restart_mid_install_loses_nothing(served: Served) -> None:
     assert before[2].state is State.INSTALLING
 
     children = served.children()
-    assert children, "serve runs gunicorn as its child"
+    assert children, "serve runs the HTTP service as its child"
     served.stop(signal.SIGKILL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in children):
         time.sleep(0.1)
-    assert not any(pid_alive(pid) for pid in children), "gunicorn must not outlive a killed serve"
+    assert not any(pid_alive(pid) for pid in children), "the HTTP child must not outlive a killed serve"
 
     served.start()
     after = ([e.id for e in store.events()], store.leases(), store.node("node3"))
@@ -254,9 +254,9 @@ def test_bad_start_says_why_and_the_running_server_keeps_serving(served: Served)
     missing = run_in(served.ns.server_ns, *second, "--interface", SERVER,
                      "--tftp-root", str(served.workdir / "no-such-root"))
     assert missing.returncode == 1 and "no-such-root is not a directory" in missing.stderr
-    assert "http-ready" not in missing.stderr and "gunicorn" not in missing.stderr.lower()
+    assert "http-ready" not in missing.stderr and "http-listening" not in missing.stderr
     busy = run_in(served.ns.server_ns, *second, "--interface", SERVER)  # by address this time
-    assert busy.returncode == 1 and "HTTP service (gunicorn) exited" in busy.stderr
+    assert busy.returncode == 1 and "HTTP service exited" in busy.stderr
     assert "port in use?" in busy.stderr
     code, _ = served.curl(NODES["node1"][1], "/api/v1/health")
     assert code == 200

@@ -209,3 +209,32 @@ def test_events_and_netboot_from_the_state_dir(tmp_path: Path, capsys: pytest.Ca
     assert "netboot:on" in capsys.readouterr().out
     assert main([*args, "events", "node9"]) == 1
     assert "node9 is not a node of this server" in capsys.readouterr().err
+
+
+def test_serve_proxy_on_the_command_line(tmp_path: Path) -> None:
+    from provisiond.cli import build_parser
+    from provisiond.cli.serve_cmds import serve_config
+
+    (tmp_path / "provisiond.toml").write_text("[serve]\ndhcp_proxy = false\n")
+    base = ["--config", str(tmp_path / "provisiond.toml"), "--state-dir", str(tmp_path), "serve", "--interface", "lo"]
+    assert serve_config(build_parser().parse_args([*base, "--proxy"])).dhcp_proxy is True
+    assert serve_config(build_parser().parse_args(base)).dhcp_proxy is False  # the file decides
+
+
+def test_serve_refuses_a_relayed_network_whose_server_it_does_not_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its nodes would be sent to an address nobody answers on: refused before anything starts."""
+    from conftest import require_root
+
+    require_root()  # reads the interface's addresses; binds nothing (it stops before)
+    (tmp_path / "inventory.yaml").write_text(
+        "site: {name: lab, domain: lab.example, network: 127.0.0.0/8, gateway: 127.0.0.254, server: 127.0.0.1,\n"
+        "       networks: [{network: 10.214.0.0/24, gateway: 10.214.0.1, server: 10.213.0.9}]}\n"
+        "nodes: [{hostname: rack1, mac: '52:54:00:00:00:01', role: compute, ip: 10.214.0.11}]\n")
+    (tmp_path / "tftp").mkdir()
+    code = main(["--inventory", str(tmp_path / "inventory.yaml"), "--state-dir", str(tmp_path / "state"),
+                 "serve", "--interface", "lo", "--tftp-root", str(tmp_path / "tftp")])
+    assert code == 1
+    assert ("network 10.214.0.0/24 is served at 10.213.0.9 (its `server`, default site.server), "
+            "but serve answers only on 127.0.0.1") in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisiond.tftp.options import negotiate, window_cap
+from provisiond.tftp.options import negotiate, retries_within, window_cap
 
 
 def test_no_options_no_oack() -> None:
@@ -41,3 +41,13 @@ def test_window_is_capped_to_what_a_client_buffer_absorbs() -> None:
     assert negotiate({"windowsize": "8"}, 1).windowsize == 8
     assert window_cap(65464, client_rcvbuf=4 * 2**20) == 45
     assert window_cap(8, client_rcvbuf=1) == 1
+
+
+def test_timeout_option_is_capped_and_retries_fit_the_silence_budget() -> None:
+    assert negotiate({"timeout": "255"}, 1, max_timeout=15).reply == {}
+    assert negotiate({"timeout": "15"}, 1, max_timeout=15).reply == {"timeout": "15"}
+    # (retries + 1) waits of `timeout` fit in max_silence, whatever was asked
+    for timeout in (1.0, 2.0, 5.0, 10.0, 15.0):
+        retries = retries_within(timeout, 5, 30.0)
+        assert (retries + 1) * timeout <= 30.0 and retries <= 5
+    assert retries_within(1.0, 5, 30.0) == 5

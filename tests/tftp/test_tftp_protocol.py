@@ -139,7 +139,7 @@ def test_abandoned_transfer_is_cleaned_up(root: Path, engine: str) -> None:
 
 def test_slow_client_does_not_hold_others_back(root: Path, tmp_path: Path, engine: str) -> None:
     with running_server(root, engine=engine) as (server, recorder), RawClient(server.port) as stalled:
-        stalled.rrq("big", options={"timeout": "30"})
+        stalled.rrq("big", options={"timeout": "15"})
         assert isinstance(stalled.recv(), packet.OAck)
         stalled.ack(0)
         assert stalled.recv().block == 1  # and never acknowledged
@@ -224,7 +224,7 @@ def test_stop_ends_running_transfers(root: Path, engine: str) -> None:
     clients = [RawClient(server.port) for _ in range(3)]
     try:
         for client in clients:
-            client.rrq("big", options={"timeout": "60"})
+            client.rrq("big", options={"timeout": "15"})
             assert isinstance(client.recv(), packet.OAck)
         wait_until(lambda: server.active_transfers == 3, what="3 transfers")
         server.stop()

@@ -65,12 +65,13 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> Non
 
 
 class RawClient:
-    """Speaks TFTP packet by packet from one socket on 127.0.0.1."""
+    """Speaks TFTP packet by packet from one socket on `source` (127.0.0.1 by default; any
+    127.x.y.z is this machine too, for clients at different addresses)."""
 
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, port: int, timeout: float = 5.0, source: str = "127.0.0.1") -> None:
         self.server = ("127.0.0.1", port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.tid: tuple[str, int] | None = None
         self.received: list[bytes] = []  # every datagram the server ever sent us

@@ -1,4 +1,5 @@
-"""A real BIND (`named`) on loopback with a TSIG-secured forward and reverse zone."""
+"""A real BIND (`named`) on loopback with a TSIG-secured forward and reverse zone (optionally
+inside a network namespace: `netns`). Used by tests/dns and the serve test with DNS."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,11 @@ class Bind:
     key_file: Path
     directory: Path
     proc: subprocess.Popen
+    prefix: list[str] = field(default_factory=list)  # ["ip", "netns", "exec", NS] or nothing
 
     def dig(self, name: str, rtype: str) -> list[str]:
         """The answer `dig` gets (an independent client, unsigned query)."""
-        result = subprocess.run(["dig", "+short", "+tries=1", "+time=3", "-p", str(self.port), "@127.0.0.1",
+        result = subprocess.run([*self.prefix, "dig", "+short", "+tries=1", "+time=3", "-p", str(self.port), "@127.0.0.1",
                                  name, rtype], capture_output=True, text=True, timeout=20, check=True)
         return sorted(line for line in result.stdout.splitlines() if line)
 
@@ -51,7 +54,14 @@ def _zone_file(origin: str) -> str:
 @pytest.fixture(name="bind")
 def bind_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bind]:
     """Indirect parameter False: the key may read the reverse zone but not update it."""
-    reverse_updates = getattr(request, "param", True)
+    with running_bind(tmp_path, reverse_updates=getattr(request, "param", True)) as server:
+        yield server
+
+
+@contextmanager
+def running_bind(tmp_path: Path, reverse_updates: bool = True, netns: str | None = None) -> Iterator[Bind]:
+    """named on 127.0.0.1 and a free port (in `netns` if given), stopped by PID on exit."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     named = require_program("named")
     require_program("dig")
     keygen = require_program("tsig-keygen")
@@ -76,9 +86,9 @@ def bind_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bin
         f'dnssec-validation no; session-keyfile "{directory}/session.key"; }};\n'
         "controls { };\n" + zones)
     log = (directory / "named.log").open("w")
-    proc = subprocess.Popen([named, "-g", "-c", str(directory / "named.conf")], stdout=log,
+    proc = subprocess.Popen([*prefix, named, "-g", "-c", str(directory / "named.conf")], stdout=log,
                             stderr=subprocess.STDOUT)
-    server = Bind(port, key_file, directory, proc)
+    server = Bind(port, key_file, directory, proc, prefix)
     try:
         deadline = time.monotonic() + 30
         while True:

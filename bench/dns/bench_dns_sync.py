@@ -1,0 +1,75 @@
+"""`provisiond dns sync` against a real BIND on loopback, beside BIND's own nsupdate.
+
+For N nodes (default 200, at most 240: one /24): the first sync (two signed AXFRs, then one
+signed update per record, 2N updates over TCP), the second sync (the AXFRs only: nothing to
+change), and the peer: `nsupdate -v` (TCP) sending the same 2N records as 2N signed updates
+(no prerequisites, no ownership marker) to a fresh BIND. Prints a Markdown table.
+Run from the repository: `.venv/bin/python bench/dns/bench_dns_sync.py [--nodes N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from bindlab import running_bind  # noqa: E402  (the tests' BIND: the same config everywhere)
+
+SITE = """\
+site:
+  name: lab
+  domain: lab.example
+  network: 10.213.0.0/24
+  gateway: 10.213.0.1
+  server: 10.213.0.1
+  ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx op@lab"]
+  dns_update: {{server: 127.0.0.1, port: {port}, key_file: {key}}}
+nodes:
+"""
+
+
+def sync(workdir: Path, inventory: Path) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "provisiond", "--inventory", str(inventory), "--state-dir",
+                    str(workdir / "state"), "dns", "sync"], check=True, capture_output=True, timeout=3600)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=200, choices=range(1, 241), metavar="N (1-240)")
+    nodes = parser.parse_args().nodes
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in ("provisiond", "nsupdate"):
+            (workdir / name).mkdir()
+        with running_bind(workdir / "provisiond") as bind:
+            inventory = workdir / "inventory.yaml"
+            inventory.write_text(SITE.format(port=bind.port, key=bind.key_file) + "".join(
+                f"  - {{hostname: n{i}, mac: '52:54:00:20:00:{i:02x}', role: compute, ip: 10.213.0.{i + 10}}}\n"
+                for i in range(nodes)))
+            rows.append((f"provisiond dns sync, first ({2 * nodes} updates)", sync(workdir, inventory)))
+            rows.append(("provisiond dns sync, second (nothing to change)", sync(workdir, inventory)))
+            assert bind.dig(f"n{nodes - 1}.lab.example", "A") == [f"10.213.0.{nodes + 9}"]
+        with running_bind(workdir / "nsupdate") as bind:
+            script = "".join(f"zone lab.example\nupdate add n{i}.lab.example. 300 A 10.213.0.{i + 10}\nsend\n"
+                             f"zone 0.213.10.in-addr.arpa\nupdate add {i + 10}.0.213.10.in-addr.arpa. 300 PTR "
+                             f"n{i}.lab.example.\nsend\n" for i in range(nodes))
+            start = time.monotonic()
+            subprocess.run(["nsupdate", "-v", "-k", str(bind.key_file)], input=f"server 127.0.0.1 {bind.port}\n"
+                           + script, text=True, check=True, capture_output=True, timeout=3600)
+            rows.append((f"nsupdate -v, same records ({2 * nodes} updates)", time.monotonic() - start))
+    print(f"| {nodes} nodes | seconds |\n|---|---|")
+    for what, seconds in rows:
+        print(f"| {what} | {seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

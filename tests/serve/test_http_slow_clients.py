@@ -1,0 +1,139 @@
+"""The real HTTP service (as `serve` starts it) keeps serving a node while hundreds of hostile
+clients hold connections open by sending their request a few bytes at a time.
+
+Loopback only: the inventory's site network is 127.0.0.0/8, so the node (127.0.0.11) is a
+source address of this machine and its own answer file is served to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from provisiond.config import load_config
+from provisiond.inventory import load_inventory
+from provisiond.nodes import open_store, provision
+from provisiond.serve import HttpProcess
+
+SLOW_CLIENTS = 400
+NODE_IP = "127.0.0.11"
+NODE_MAC = "52:54:00:99:00:01"
+INVENTORY = f"""\
+site: {{name: slow, domain: slow.example, network: 127.0.0.0/8, gateway: 127.0.0.1,
+        server: 127.0.0.1, os: debian12}}
+nodes:
+  - {{hostname: n1, mac: '{NODE_MAC}', role: compute, ip: {NODE_IP},
+      disk: {{device: vda, size: 40GiB}}}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def http_service(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The HTTP child on a free loopback port; yields (base URL, node n1's callback token)."""
+    (tmp_path / "linux").write_bytes(b"kernel" * 1000)
+    (tmp_path / "initrd.gz").write_bytes(b"initrd" * 1000)
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory_path.write_text(INVENTORY)
+    (tmp_path / "provisiond.toml").write_text(
+        f'[serve]\nhttp_port = {free_port()}\n[os.debian12]\nkernel = "{tmp_path}/linux"\n'
+        f'initrd = "{tmp_path}/initrd.gz"\n')
+    config = load_config(tmp_path / "provisiond.toml").with_overrides(
+        inventory=inventory_path, state_dir=tmp_path / "state")
+    store = open_store(config.state_dir, load_inventory(inventory_path))
+    provision(store, "n1")
+    token = store.current_token("n1")
+    store.close()
+    http = HttpProcess(config, [IPv4Address("127.0.0.1")], None, verbosity=0)
+    http.start()
+    try:
+        yield f"http://127.0.0.1:{config.http_port}", token
+    finally:
+        http.stop()
+
+
+def open_slow_clients(port: int, count: int) -> list[socket.socket]:
+    """Connections that have sent a request line and one header, and no end of headers."""
+    held = []
+    for number in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(f"GET /boot/{NODE_MAC}.ipxe HTTP/1.1\r\nHost: x\r\nX-Slow-{number}: a\r\n"
+                     .encode())
+        held.append(sock)
+    return held
+
+
+def drip(held: list[socket.socket], stop: threading.Event) -> None:
+    """One more header line on every held connection every 2 s: never idle, never done."""
+    while not stop.wait(2.0):
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"X-More: b\r\n")
+
+
+def fetch(url: str, *, source: str = "127.0.0.1", data: bytes | None = None,
+          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request from `source`, bounded by a 10 s socket timeout (a held service fails it)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10,
+                                            source_address=(source, 0))
+    try:
+        connection.request("POST" if data is not None else "GET", parts.path, body=data,
+                           headers=headers or {})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.timeout(180)
+def test_node_is_served_while_hundreds_of_slow_clients_hold_connections(
+        http_service: tuple[str, str]) -> None:
+    url, token = http_service
+    port = int(url.rsplit(":", 1)[1])
+    held = open_slow_clients(port, SLOW_CLIENTS)
+    stop = threading.Event()
+    dripper = threading.Thread(target=drip, args=(held, stop), daemon=True)
+    dripper.start()
+    try:
+        status, script = fetch(f"{url}/boot/{NODE_MAC}.ipxe", source=NODE_IP)
+        assert status == 200 and script.startswith(b"#!ipxe")
+        status, answer = fetch(f"{url}/preseed/n1", source=NODE_IP)
+        assert status == 200 and b"d-i " in answer
+        status, reply = fetch(f"{url}/api/v1/nodes/n1/events", source=NODE_IP,
+                              data=json.dumps({"event": "install-started"}).encode(),
+                              headers={"Authorization": f"Bearer {token}",
+                                       "Content-Type": "application/json"})
+        assert status == 200 and json.loads(reply)["state"] == "installing"
+        status, kernel = fetch(f"{url}/boot/debian12/linux", source=NODE_IP)
+        assert status == 200 and kernel == b"kernel" * 1000
+        # The slow clients are still connected (held, not dropped to make room).
+        alive = 0
+        for sock in held:
+            sock.setblocking(False)
+            try:
+                alive += sock.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        assert alive == SLOW_CLIENTS
+    finally:
+        stop.set()
+        dripper.join(10)
+        for sock in held:
+            sock.close()
