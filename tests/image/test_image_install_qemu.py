@@ -146,7 +146,9 @@ def test_controller_node_installs_by_image_over_ipmi_and_boots_its_disk_uefi(con
     """UEFI (OVMF, EDK2's own PXE on virtio-net): GPT with an ESP, GRUB on the ESP (a firmware
     boot entry and the removable path); controller layout: nova-volumes left empty for the
     block-storage service, vg_images/lv_images at /var/lib/glance/images."""
-    with ImageSite(tmp_path, [CONTROLLER], ssh_key=make_ssh_key(tmp_path), tag="u") as site:
+    # The compute node is in the inventory only (never powered on): a site without compute
+    # nodes has no GlusterFS bricks, and the controller's manifest refuses to be made.
+    with ImageSite(tmp_path, [CONTROLLER, COMPUTE], ssh_key=make_ssh_key(tmp_path), tag="u") as site:
         timings = install(site, CONTROLLER)
         assert on_node(site, "ctl1", "vgs --noheadings -o lv_count nova-volumes") == "0"
         assert on_node(site, "ctl1", "lvs --noheadings -o lv_name vg_images").split() == ["lv_images"]
