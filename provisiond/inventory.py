@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from provisiond.dns.settings import DnsUpdateSettings, KeyFileError, parse_key_file
 from provisiond.errors import UserError
 from provisiond.roles.openstack import OpenStackSettings
-from provisiond.roles.settings import AgentSettings, GlusterSettings
+from provisiond.roles.settings import AgentSettings, GlusterSettings, PowerWaves
 
 ROLES = ("compute", "controller")
 OPERATING_SYSTEMS = ("debian12", "rocky9")
@@ -330,6 +330,7 @@ class Site(_Model):
     pool: tuple[IPv4Address, IPv4Address] | None = None  # dynamic range on `network`
     networks: list[RelayedNetwork] = Field(default_factory=list)  # further (relayed) networks
     dns_update: DnsUpdateSettings | None = None  # None: provisiond publishes no names (docs/dns.md)
+    power_waves: PowerWaves | None = None  # None: every node powered on at once (docs/power.md)
 
     @field_validator("install", mode="before")
     @classmethod

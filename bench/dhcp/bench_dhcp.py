@@ -69,7 +69,7 @@ def namespaces() -> Iterator[None]:
             sh("ip", "netns", "del", ns, check=False)
 
 
-def write_configs(tmp: Path, nodes: int) -> None:
+def write_configs(tmp: Path, nodes: int, kea_threads: int = 0, kea_queue: int = 64) -> None:
     lines = [
         "site:", "  name: bench", "  domain: bench.example", f"  network: {NETWORK}",
         f"  gateway: {SERVER_IP}", f"  dns: [{SERVER_IP}]", f"  server: {SERVER_IP}", "nodes:",
@@ -104,6 +104,11 @@ def write_configs(tmp: Path, nodes: int) -> None:
                      "output_options": [{"output": str(tmp / "kea.log")}]}],
     }}
     (tmp / "kea.json").write_text(json.dumps(kea))
+    # Kea at its best: Kea 2.2 ships with multi-threading off; "kea-mt" turns it on.
+    kea["Dhcp4"]["multi-threading"] = {"enable-multi-threading": True,
+                                       "thread-pool-size": kea_threads,
+                                       "packet-queue-size": kea_queue}
+    (tmp / "kea-mt.json").write_text(json.dumps(kea))
 
 
 def provisiond_cmd(tmp: Path) -> list[str]:
@@ -124,6 +129,10 @@ def dnsmasq_cmd(tmp: Path) -> list[str]:
 
 def kea_cmd(tmp: Path) -> list[str]:
     return [shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4", "-c", str(tmp / "kea.json")]
+
+
+def kea_mt_cmd(tmp: Path) -> list[str]:
+    return [shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4", "-c", str(tmp / "kea-mt.json")]
 
 
 def count_provisiond(tmp: Path) -> int:
@@ -147,6 +156,7 @@ SERVERS: dict[str, tuple[Callable[[Path], list[str]], Callable[[Path], int]]] = 
     "provisiond": (provisiond_cmd, count_provisiond),
     "dnsmasq": (dnsmasq_cmd, count_dnsmasq),
     "kea": (kea_cmd, count_kea),
+    "kea-mt": (kea_mt_cmd, count_kea),
 }
 
 
@@ -203,7 +213,12 @@ def main() -> int:
     parser.add_argument("--rate", type=int, action="append",
                         help="offered DORA/s (repeatable; default 4000 and 8000)")
     parser.add_argument("--period", type=int, default=10, help="seconds per perfdhcp run")
-    parser.add_argument("--servers", default="provisiond,dnsmasq,kea")
+    parser.add_argument("--servers", default="provisiond,dnsmasq,kea,kea-mt",
+                        help="kea-mt: Kea with multi-threading on (off by default in Kea 2.2)")
+    parser.add_argument("--kea-threads", type=int, default=0,
+                        help="kea-mt thread-pool-size (0: Kea's choice, one per CPU)")
+    parser.add_argument("--kea-queue", type=int, default=64,
+                        help="kea-mt packet-queue-size (default 64, Kea's default)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_dhcp: needs root (network namespaces)", file=sys.stderr)
@@ -220,7 +235,7 @@ def main() -> int:
                 for name in servers:
                     tmp = tmp_root / f"{name}-{rate}"
                     tmp.mkdir()
-                    write_configs(tmp, args.nodes)
+                    write_configs(tmp, args.nodes, args.kea_threads, args.kea_queue)
                     with running(name, tmp):
                         command, result = perfdhcp(rate, args.period, args.nodes)
                         time.sleep(1)  # let the server store the last leases

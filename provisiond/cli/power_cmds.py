@@ -24,8 +24,9 @@ from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, Node, load_inventory
 from provisiond.lab import vbmc
 from provisiond.lifecycle import Source
-from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig, run_action
+from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig
 from provisiond.power.targets import bmc_targets
+from provisiond.power.waves import WAVE_ACTIONS, Waves, run_in_waves, split
 from provisiond.store import Store
 
 POWER_ACTIONS = tuple(a for a in ACTIONS if a != "pxe-boot")
@@ -77,6 +78,15 @@ def _selection_and_limits(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=defaults.concurrency,
         help=f"IPMI sessions at once, in total (default {defaults.concurrency})",
     )
+    parser.add_argument(
+        "--wave-size", type=int, metavar="N",
+        help="power nodes on N at a time (on, cycle, reset, provision); 0: all at once "
+        "(default: the inventory's site.power_waves, else all at once)",
+    )
+    parser.add_argument(
+        "--wave-interval", type=float, metavar="SECONDS",
+        help="seconds from one wave's start to the next's (default: site.power_waves, else 0)",
+    )
 
 
 def _config(args: argparse.Namespace) -> PowerConfig:
@@ -84,6 +94,18 @@ def _config(args: argparse.Namespace) -> PowerConfig:
         return PowerConfig(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
     except ValueError as exc:
         raise UserError(f"bad power option: {exc}") from None
+
+
+def _waves(args: argparse.Namespace, inventory: Inventory) -> Waves | None:
+    """The command line's waves, else the inventory's (site.power_waves), else none."""
+    site = inventory.site.power_waves
+    size = args.wave_size if args.wave_size is not None else (site.size if site else 0)
+    default_interval = site.interval if site else 0.0
+    interval = args.wave_interval if args.wave_interval is not None else default_interval
+    if size < 0 or interval < 0:
+        raise UserError(f"bad wave option: --wave-size {size} and --wave-interval {interval:g} "
+                        "must be >= 0 (size 0: every node at once)")
+    return Waves(size, interval) if size else None
 
 
 def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
@@ -99,7 +121,8 @@ def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
 
 def _run_with_progress(
     targets: list[BmcTarget], action: str, config: PowerConfig, label: str,
-    on_result: Callable[[NodeResult], None] | None = None,
+    on_result: Callable[[NodeResult], None] | None = None, waves: Waves | None = None,
+    before_wave: Callable[[int, list[BmcTarget]], None] | None = None,
 ) -> list[NodeResult]:
     console = Console(stderr=True)
     columns = (
@@ -117,7 +140,16 @@ def _run_with_progress(
             if on_result is not None:
                 on_result(result)
 
-        return run_action(targets, action, config, on_result=advance)
+        count = len(split(targets, waves if action in WAVE_ACTIONS else None))
+
+        def next_wave(index: int, wave: list[BmcTarget]) -> None:
+            if count > 1:
+                progress.update(task, description=f"{label} (wave {index + 1} of {count})")
+            if before_wave is not None:
+                before_wave(index, wave)
+
+        return run_in_waves(targets, action, config, waves, before_wave=next_wave,
+                            on_result=advance)
 
 
 def _summary(results: list[NodeResult], nodes: list[Node], title: str) -> int:
@@ -150,42 +182,58 @@ def _ordered(nodes: list[Node], *groups: list[NodeResult]) -> list[NodeResult]:
 def run_power(args: argparse.Namespace) -> int:
     inventory, nodes = _select(args)
     config = _config(args)
+    waves = _waves(args, inventory)
     targets, failures = bmc_targets(nodes, args.action)
     store = _open_store(args, inventory) if args.action != "status" else None
+    wave_of: dict[str, int] = {}
+
+    def note_wave(index: int, wave: list[BmcTarget]) -> None:
+        wave_of.update((target.name, index + 1) for target in wave)
 
     def record(result: NodeResult) -> None:
         if store is not None:
-            store.add_event(result.name, f"power:{args.action}", Source.IPMI, _event(result))
+            store.add_event(result.name, f"power:{args.action}", Source.IPMI,
+                            _event(result, wave_of.get(result.name) if waves else None))
 
     for failure in failures:
         record(failure)
-    results = _run_with_progress(targets, args.action, config, f"power {args.action}", record)
+    results = _run_with_progress(targets, args.action, config, f"power {args.action}", record,
+                                 waves, note_wave)
     return _summary(_ordered(nodes, results, failures), nodes, f"power {args.action}")
 
 
 def run_provision(args: argparse.Namespace) -> int:
     inventory, nodes = _select(args)
     config = _config(args)
+    waves = _waves(args, inventory)
     targets, failures = bmc_targets(nodes, "pxe-boot")
     store = _open_store(args, inventory)
-    # Mark for install before powering on: the node may reach DHCP within seconds.
-    for target in targets:
-        nodes_service.provision(store, target.name)
+    wave_of: dict[str, int] = {}
+
+    def mark(index: int, wave: list[BmcTarget]) -> None:
+        # Mark for install just before the wave's power-on: the node may reach DHCP within
+        # seconds, and a later wave's powering-on deadline starts only when it is powered on.
+        for target in wave:
+            wave_of[target.name] = index + 1
+            nodes_service.provision(store, target.name)
 
     def record(result: NodeResult) -> None:
-        store.add_event(result.name, "power:pxe-boot", Source.IPMI, _event(result))
+        store.add_event(result.name, "power:pxe-boot", Source.IPMI,
+                        _event(result, wave_of.get(result.name) if waves else None))
         if not result.ok:
             nodes_service.power_failed(store, result.name,
                                        f"power: {result.error_kind}: {result.message}")
 
     for failure in failures:
         store.add_event(failure.name, "power:pxe-boot", Source.IPMI, _event(failure))
-    results = _run_with_progress(targets, "pxe-boot", config, "provision", record)
+    results = _run_with_progress(targets, "pxe-boot", config, "provision", record, waves, mark)
     return _summary(_ordered(nodes, results, failures), nodes, "provision")
 
 
-def _event(result: NodeResult) -> dict:
+def _event(result: NodeResult, wave: int | None = None) -> dict:
     detail = {"ok": result.ok, "ipmi_calls": result.ipmi_calls, "elapsed": result.elapsed}
+    if wave is not None:
+        detail["wave"] = wave
     if result.ok:
         detail.update(power=result.power, done=result.done)
     else:
