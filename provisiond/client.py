@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
-
-import requests
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provisiond import nodes
 from provisiond.config import Config
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory, load_inventory
 from provisiond.store import NodeRecord, Store, UnknownNode
+
+if TYPE_CHECKING:
+    import requests
 
 TOKEN_ENV = "PROVISIOND_OPERATOR_TOKEN"
 
@@ -74,9 +75,13 @@ class HttpBackend:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self.session = requests.Session()
+        self.session: requests.Session | None = None
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests  # ~0.1 s to import: only for commands that talk to a server (--server)
+
+        if self.session is None:
+            self.session = requests.Session()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             reply = self.session.request(method, self.url + path, headers=headers, timeout=10, **kwargs)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from provisiond.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -72,6 +70,8 @@ def find_interface(spec: str) -> tuple[str, list[IPv4Interface]]:
 
     Raises UserError when there is no such interface or address.
     """
+    from pyroute2 import IPRoute  # netlink: ~0.3 s to import, only on the paths that query links
+
     with IPRoute() as ipr:
         try:
             wanted = IPv4Address(spec)

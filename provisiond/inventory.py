@@ -307,6 +307,12 @@ class SiteNetwork:
     pool: tuple[IPv4Address, IPv4Address] | None = None
     relayed: bool = False  # one of site.networks (its clients come through a relay)
 
+    def reached_from(self, addresses: Iterable[IPv4Address]) -> bool:
+        """Whether a server answering on `addresses` serves this network: it holds the
+        network's `server` (what its nodes are told to fetch from) or is on the network."""
+        served = list(addresses)
+        return self.server in served or any(address in self.network for address in served)
+
 
 class Site(_Model):
     name: str = Field(min_length=1)

@@ -189,8 +189,7 @@ class Server:
                       inventory_server=str(inventory.site.server),
                       serving=",".join(map(str, addresses)))
         for network in inventory.site.all_networks:
-            if network.relayed and network.server not in addresses and not any(
-                    address in network.network for address in addresses):
+            if network.relayed and not network.reached_from(addresses):
                 # Its nodes would be told to fetch from an address nobody serves.
                 raise UserError(
                     f"network {network.network} is served at {network.server} (its `server`, "

@@ -16,6 +16,7 @@ from conftest import require_program  # tests/conftest.py
 
 ZONE = "lab.example"
 REVERSE = "0.213.10.in-addr.arpa"
+RELAYED_REVERSE = "0.214.10.in-addr.arpa"  # a relayed network, 10.214.0.0/24
 KEY_NAME = "provisiond-key"
 
 
@@ -54,13 +55,16 @@ def _zone_file(origin: str) -> str:
 @pytest.fixture(name="bind")
 def bind_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Bind]:
     """Indirect parameter False: the key may read the reverse zone but not update it."""
-    with running_bind(tmp_path, reverse_updates=getattr(request, "param", True)) as server:
+    with running_bind(tmp_path, reverse_updates=getattr(request, "param", True),
+                      more_reverse=(RELAYED_REVERSE,)) as server:
         yield server
 
 
 @contextmanager
-def running_bind(tmp_path: Path, reverse_updates: bool = True, netns: str | None = None) -> Iterator[Bind]:
-    """named on 127.0.0.1 and a free port (in `netns` if given), stopped by PID on exit."""
+def running_bind(tmp_path: Path, reverse_updates: bool = True, netns: str | None = None,
+                 more_reverse: tuple[str, ...] = ()) -> Iterator[Bind]:
+    """named on 127.0.0.1 and a free port (in `netns` if given), stopped by PID on exit;
+    `more_reverse`: further reverse zones (for relayed networks), updatable with the key."""
     prefix = ["ip", "netns", "exec", netns] if netns else []
     named = require_program("named")
     require_program("dig")
@@ -73,12 +77,16 @@ def running_bind(tmp_path: Path, reverse_updates: bool = True, netns: str | None
     key_file.chmod(0o600)
     (directory / "forward.zone").write_text(_zone_file(ZONE) + "ns1 IN A 10.213.0.1\n")
     (directory / "reverse.zone").write_text(_zone_file(REVERSE))
+    for number, name in enumerate(more_reverse):
+        (directory / f"reverse{number}.zone").write_text(_zone_file(name))
     port = free_port()
     policy = f"update-policy {{ grant {KEY_NAME} zonesub ANY; }}; "
     zones = "".join(
         f'zone "{name}" {{ type primary; file "{file}"; {policy if updates else ""}'
         f"allow-transfer {{ key {KEY_NAME}; }}; }};\n"
-        for name, file, updates in ((ZONE, "forward.zone", True), (REVERSE, "reverse.zone", reverse_updates)))
+        for name, file, updates in ((ZONE, "forward.zone", True), (REVERSE, "reverse.zone", reverse_updates),
+                                    *((name, f"reverse{number}.zone", True)
+                                      for number, name in enumerate(more_reverse))))
     (directory / "named.conf").write_text(
         f'include "{key_file}";\n'
         f'options {{ directory "{directory}"; pid-file "{directory}/named.pid"; '

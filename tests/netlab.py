@@ -13,10 +13,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from conftest import require_program, require_root
+from pyroute2.netns import popns, pushns
 
 
 def run(*args: str, check: bool = True, timeout: float = 30, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+
+
+@contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the block inside namespace `name` (this thread only: sockets it creates live there)."""
+    pushns(name)
+    try:
+        yield
+    finally:
+        popns()
 
 
 @dataclass

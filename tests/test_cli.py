@@ -96,3 +96,31 @@ def test_templates_ship_in_the_wheel_and_are_found_when_installed(tmp_path, writ
     probe = subprocess.run([sys.executable, "-c", "import provisiond.tftp.native as n; print(n.load()._name)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=True)
     assert probe.stdout.strip() == str(target / "provisiond/tftp/_sender.so")
+
+
+# Libraries only some commands need, each tens to hundreds of ms to import (pyroute2 took
+# seconds of CPU under load and timed CLI tests out): none may load to parse a command line.
+LAZY_LIBRARIES = ("pyroute2", "flask", "werkzeug", "requests", "urllib3", "waitress", "dns")
+
+
+def test_the_command_line_parses_without_loading_the_heavy_libraries() -> None:
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['provisiond', '--help']\n"
+             "try:\n    runpy.run_module('provisiond', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout  # the help was printed
+    loaded = set(result.stdout.splitlines()[-1].split())
+    assert loaded & set(LAZY_LIBRARIES) == set()
+    assert "provisiond" in loaded
+
+
+def test_status_against_an_unreachable_server_still_says_so() -> None:
+    """requests is loaded when a command first talks to a server (see above)."""
+    result = provisiond("status", "--server", "http://127.0.0.1:9")
+    assert result.returncode != 0
+    assert "cannot reach provisiond at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr

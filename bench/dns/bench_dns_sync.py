@@ -1,9 +1,9 @@
 """`provisiond dns sync` against a real BIND on loopback, beside BIND's own nsupdate.
 
-For N nodes (default 200, at most 240: one /24): the first sync (two signed AXFRs, then one
-signed update per record, 2N updates over TCP), the second sync (the AXFRs only: nothing to
-change), and the peer: `nsupdate -v` (TCP) sending the same 2N records as 2N signed updates
-(no prerequisites, no ownership marker) to a fresh BIND. Prints a Markdown table.
+For N nodes (default 200, at most 240: one /24): the CLI's start-up alone, the first sync (two
+signed AXFRs, then one signed update per record, 2N updates over one TCP connection), the
+second sync (the AXFRs only: nothing to change), and the peer: `nsupdate -v` (TCP) sending the
+same 2N records as 2N signed updates (no prerequisites, no ownership marker) to a fresh BIND. Prints a Markdown table.
 Run from the repository: `.venv/bin/python bench/dns/bench_dns_sync.py [--nodes N]`.
 """
 
@@ -55,6 +55,10 @@ def main() -> None:
             inventory.write_text(SITE.format(port=bind.port, key=bind.key_file) + "".join(
                 f"  - {{hostname: n{i}, mac: '52:54:00:20:00:{i:02x}', role: compute, ip: 10.213.0.{i + 10}}}\n"
                 for i in range(nodes)))
+            start = time.monotonic()
+            subprocess.run([sys.executable, "-m", "provisiond", "--help"], check=True, capture_output=True,
+                           timeout=600)
+            rows.append(("provisiond --help (the CLI's start-up, part of every sync)", time.monotonic() - start))
             rows.append((f"provisiond dns sync, first ({2 * nodes} updates)", sync(workdir, inventory)))
             rows.append(("provisiond dns sync, second (nothing to change)", sync(workdir, inventory)))
             assert bind.dig(f"n{nodes - 1}.lab.example", "A") == [f"10.213.0.{nodes + 9}"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Boot-asset throughput over HTTP: provisiond's HTTP service (waitress, file_wrapper, as
+"""Boot-asset throughput over HTTP: provisiond's HTTP service (waitress, sendfile from its I/O loop, as
 `provisiond serve` runs it) against nginx (sendfile on), same file, same client, same run.
 
     .venv/bin/python bench/serve/bench_http.py [--size-mib 64] [--rounds 5] [--parallel 4]
@@ -95,7 +95,7 @@ def main() -> int:
         ours.start()
         time.sleep(0.5)
         results = {
-            "provisiond (waitress, file_wrapper)": measure(
+            "provisiond (waitress, sendfile)": measure(
                 f"http://127.0.0.1:{config.http_port}/boot/debian12/linux",
                 asset.stat().st_size, args.rounds, args.parallel),
             "nginx (sendfile)": measure(f"http://127.0.0.1:{nginx_port}/linux",

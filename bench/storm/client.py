@@ -509,7 +509,7 @@ async def poll_states(api: str, source_ip: str, hosts: set[str], deadline: float
             pass
         if seen.keys() >= hosts:
             return
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # as `provisiond watch` would; more often loads the server
 
 
 async def main_async(args: argparse.Namespace) -> None:

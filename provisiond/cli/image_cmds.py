@@ -9,7 +9,7 @@ from pathlib import Path
 
 from provisiond.config import effective_config
 from provisiond.errors import UserError
-from provisiond.images.build import build, build_inputs
+from provisiond.images.build import build, build_inputs  # light: no HTTP app (the agent is not in images)
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import IMAGE_OS, ROLE_PACKAGES, RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import load_inventory

@@ -8,6 +8,7 @@ repr does, so a Key is never formatted into a message or a log line).
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,6 +66,52 @@ class DnsClient:
         self.server, self.port, self.timeout = server, port, timeout
         self.key_name = key.name
         self.signing_key = tsig_key(key)
+        self._session = False  # inside connection(): queries and updates share one socket
+        self._socket: socket.socket | None = None
+        self._exchanges = 0  # on the current socket
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        """Queries and updates inside the block share one TCP connection (opened on first use),
+        not one each: a sync of many changes pays one handshake, as a DNS server expects of a
+        client with several messages (RFC 7766)."""
+        self._session = True
+        try:
+            yield
+        finally:
+            self._session = False
+            self._close()
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _exchange(self, message: dns.message.Message) -> dns.message.Message:
+        """One message and its reply: over the session's connection, reopened once when the
+        server closed it while it was idle (the message was then never read: resent as is)."""
+        if not self._session:
+            return dns.query.tcp(message, self.server, timeout=self.timeout, port=self.port)
+        for attempt in range(2):
+            if self._socket is None:
+                self._socket = socket.create_connection((self.server, self.port), timeout=self.timeout)
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._exchanges = 0
+            reused = self._exchanges > 0
+            try:
+                response = dns.query.tcp(message, self.server, timeout=self.timeout, port=self.port,
+                                         sock=self._socket)
+            except (ConnectionResetError, BrokenPipeError, EOFError):
+                self._close()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._close()  # a timeout or a bad reply leaves the stream out of step
+                raise
+            self._exchanges += 1
+            return response
+        raise AssertionError("unreachable")  # the second attempt returns or raises
 
     @property
     def where(self) -> str:
@@ -95,7 +142,7 @@ class DnsClient:
 
     def _call(self, what: str, message: dns.message.Message) -> dns.message.Message:
         with self._replies(what):
-            response = dns.query.tcp(message, self.server, timeout=self.timeout, port=self.port)
+            response = self._exchange(message)
         rcode = response.rcode()
         tsig_error = _tsig_error(response)
         if tsig_error:

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provisiond.dns.client import DnsClient, DnsError
-from provisiond.dns.records import Change, Plan, ZoneContents, desired, node_names, plan, update_message
+from provisiond.dns.records import (
+    Change,
+    Plan,
+    ZoneContents,
+    desired,
+    node_names,
+    plan,
+    update_message,
+    zone_of,
+)
 from provisiond.dns.settings import DnsUpdateSettings, default_reverse_zone, parse_key_file
 from provisiond.errors import UserError
 from provisiond.inventory import Inventory, Site
@@ -27,17 +36,18 @@ log = logging.getLogger("provisiond.dns")
 
 @dataclass(frozen=True)
 class SiteZones:
-    """A site's DNS settings with the defaults filled in (zone from site.domain, reverse zone
-    from site.network)."""
+    """A site's DNS settings with the defaults filled in, for every network of the site
+    (relayed ones too): forward zones from the zone (default site.domain) and each network's
+    own domain outside it, reverse zones from each network on the octet boundary."""
 
     settings: DnsUpdateSettings
     site: str
-    zone: str
+    forward_zones: tuple[str, ...]
     reverse_zones: tuple[str, ...]
 
     @property
     def zones(self) -> tuple[str, ...]:
-        return (self.zone, *self.reverse_zones)
+        return (*self.forward_zones, *self.reverse_zones)
 
 
 def site_zones(site: Site) -> SiteZones:
@@ -45,8 +55,13 @@ def site_zones(site: Site) -> SiteZones:
     if settings is None:
         raise UserError("the inventory's site has no dns_update section: add server, key_file (and "
                         "zone, reverse_zones if not the defaults); see docs/dns.md")
-    reverse = tuple(settings.reverse_zones) or (default_reverse_zone(site.network),)
-    return SiteZones(settings, site.name, settings.zone or site.domain, reverse)
+    forward = [settings.zone or site.domain]
+    for network in site.all_networks:
+        if zone_of(network.domain, forward) is None:
+            forward.append(network.domain)
+    reverse = tuple(settings.reverse_zones) or tuple(dict.fromkeys(
+        default_reverse_zone(network.network) for network in site.all_networks))
+    return SiteZones(settings, site.name, tuple(forward), reverse)
 
 
 def client_for(zones: SiteZones) -> DnsClient:
@@ -65,7 +80,8 @@ def read_zones(client: DnsClient, zones: SiteZones) -> dict[str, ZoneContents]:
 
 
 def make_plan(inventory: Inventory, zones: SiteZones, contents: dict[str, ZoneContents]) -> Plan:
-    wanted = desired(((node.fqdn, node.ip) for node in inventory.nodes), zones.zone, zones.reverse_zones)
+    wanted = desired(((node.fqdn, node.ip) for node in inventory.nodes), zones.forward_zones,
+                     zones.reverse_zones)
     return plan(wanted, contents, zones.site)
 
 
@@ -108,25 +124,29 @@ def host_of(change: Change, inventory: Inventory | None, domain: str) -> str | N
 
 def apply_plan(client: DnsClient, the_plan: Plan, zones: SiteZones, domain: str,
                store: Store | None = None, inventory: Inventory | None = None) -> list[Outcome]:
-    """Send one update per change; each result (and each failure, with the server's reply) is
-    an event of the node in `store`."""
-    outcomes = []
-    for change in the_plan.changes:
-        host = host_of(change, inventory, domain)
-        message = update_message(change, zones.site, zones.settings.ttl, client.signing_key)
-        try:
-            client.update(message, f"{change.describe()} at {client.where}")
-            outcome = Outcome(change, host)
-        except DnsError as exc:
-            outcome = Outcome(change, host, str(exc))
-        outcomes.append(outcome)
-        kind = f"dns:{change.kind}" if outcome.error is None else "dns:failed"
-        detail = {**change.json(), **({"error": outcome.error} if outcome.error else {})}
-        log_event(log, kind, logging.INFO if outcome.error is None else logging.WARNING,
-                  host=host or "", change=change.describe(), error=outcome.error or "")
-        if store is not None:
-            store.add_event(host, kind, Source.DNS, detail)
-    return outcomes
+    """Send one update per change, all over one connection; each result (and each failure,
+    with the server's reply) is an event of the node in `store`."""
+    with client.connection():
+        return [_apply(client, change, zones, domain, store, inventory) for change in the_plan.changes]
+
+
+def _apply(client: DnsClient, change: Change, zones: SiteZones, domain: str, store: Store | None,
+           inventory: Inventory | None) -> Outcome:
+    """One change's update; its outcome logged and recorded as an event of its node."""
+    host = host_of(change, inventory, domain)
+    message = update_message(change, zones.site, zones.settings.ttl, client.signing_key)
+    try:
+        client.update(message, f"{change.describe()} at {client.where}")
+        outcome = Outcome(change, host)
+    except DnsError as exc:
+        outcome = Outcome(change, host, str(exc))
+    kind = f"dns:{change.kind}" if outcome.error is None else "dns:failed"
+    detail = {**change.json(), **({"error": outcome.error} if outcome.error else {})}
+    log_event(log, kind, logging.INFO if outcome.error is None else logging.WARNING,
+              host=host or "", change=change.describe(), error=outcome.error or "")
+    if store is not None:
+        store.add_event(host, kind, Source.DNS, detail)
+    return outcome
 
 
 def sync(inventory: Inventory, dry_run: bool = False, store: Store | None = None) -> SyncReport:

@@ -102,15 +102,19 @@ def node_names(fqdn: str, address: IPv4Address) -> tuple[str, str]:
     return fqdn.lower(), ptr_name(address)
 
 
-def desired(nodes: Iterable[tuple[str, IPv4Address]], zone: str, reverse_zones: Iterable[str]) -> Desired:
+def desired(nodes: Iterable[tuple[str, IPv4Address]], forward_zones: Iterable[str],
+            reverse_zones: Iterable[str]) -> Desired:
     """The A and PTR record sets for (fqdn, address) pairs; a node outside the zones is a problem."""
+    forward = list(forward_zones)
     reverse = list(reverse_zones)
     sets: list[RecordSet] = []
     problems: list[str] = []
     for fqdn, address in nodes:
         name, pointer = node_names(fqdn, address)
-        if zone_of(name, [zone]) is None:
-            problems.append(f"{name} is outside the zone {zone} (no A record)")
+        zone = zone_of(name, forward)
+        if zone is None:
+            problems.append(f"{name} is outside the zone{'s' if len(forward) > 1 else ''} "
+                            f"{', '.join(forward)} (no A record)")
         else:
             sets.append(RecordSet(zone, name, "A", (str(address),)))
         reverse_zone = zone_of(pointer, reverse)

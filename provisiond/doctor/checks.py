@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -50,22 +50,53 @@ class Report:
 # -- interface --------------------------------------------------------------------------------
 
 def interface_result(name: str, exists: bool, up: bool, addresses: Iterable[IPv4Interface],
-                     network: IPv4Network, server: IPv4Address) -> Result:
-    """The serving interface exists, is up, and has an address in the site network."""
+                     networks: Sequence[tuple[IPv4Network, IPv4Address]]) -> Result:
+    """The serving interface exists, is up, and has an address on a network of the site
+    (`networks`: each network with provisiond's address on it, the site network first)."""
     check = "interface"
     if not exists:
         return Result(check, Status.FAIL, f"interface {name} does not exist",
                       "pass the provisioning interface with --interface (serve.interfaces in provisiond.toml)", name)
-    on_site = [a for a in addresses if a.ip in network]
+    site_network, site_server = networks[0]
+    homes = {address: next((pair for pair in networks if address.ip in pair[0]), None) for address in addresses}
+    on_site = {address: home for address, home in homes.items() if home is not None}
     if not on_site:
-        return Result(check, Status.FAIL, f"{name} has no address in the site network {network}",
-                      f"add one, e.g. `ip addr add {server}/{network.prefixlen} dev {name}`", name)
+        where = (f"the site network {site_network}" if len(networks) == 1 else
+                 "any network of the site (" + ", ".join(str(network) for network, _ in networks) + ")")
+        return Result(check, Status.FAIL, f"{name} has no address on {where}",
+                      f"add one, e.g. `ip addr add {site_server}/{site_network.prefixlen} dev {name}`", name)
     if not up:
         return Result(check, Status.FAIL, f"{name} is down", f"`ip link set {name} up`", name)
-    if all(a.ip != server for a in on_site):
-        return Result(check, Status.WARN, f"{name} has {', '.join(str(a.ip) for a in on_site)}, not site.server "
-                      f"{server}: DHCP announces the interface's address", "set site.server to it", name)
-    return Result(check, Status.OK, f"{name} is up with {server} in {network}", subject=name)
+    serving = next(((address, home) for address, home in on_site.items() if address.ip == home[1]), None)
+    if serving is None:
+        servers = ", ".join(f"{home[1]} for {home[0]}" for home in dict.fromkeys(on_site.values()))
+        return Result(check, Status.WARN, f"{name} has {', '.join(str(a.ip) for a in on_site)}, not the server "
+                      f"address of its network ({servers}): DHCP announces the interface's address",
+                      "set site.server (or the network's server) to it", name)
+    address, (network, _) = serving
+    return Result(check, Status.OK, f"{name} is up with {address.ip} in {network}", subject=name)
+
+
+def relay_results(networks: Iterable[Any], served: Sequence[IPv4Address]) -> list[Result]:
+    """Each relayed network (a SiteNetwork with `relayed`) is reached from the addresses serve
+    would answer on (`served`: one per --interface): its nodes are told to fetch from its
+    `server`, which must be one of them."""
+    results = []
+    for network in networks:
+        if not network.relayed:
+            continue
+        subject = str(network.network)
+        if network.reached_from(served):
+            results.append(Result("relay", Status.OK, f"relayed network {network.network} is served at "
+                                  f"{network.server}", subject=subject))
+        else:
+            results.append(Result(
+                "relay", Status.FAIL,
+                f"relayed network {network.network} is served at {network.server} (its `server`, default "
+                f"site.server), but serve answers only on {', '.join(map(str, served)) or 'no address'}",
+                "pass the interface with that address (--interface), or set the network's server; the "
+                "relay must forward to it (docs/dhcp.md)", subject))
+    return results
 
 
 # -- ports ----------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from provisiond.config import Config
 from provisiond.doctor import assets, probe
 from provisiond.doctor.checks import (
@@ -24,9 +22,10 @@ from provisiond.doctor.checks import (
     listening_inodes,
     port_result,
     power_results,
+    relay_results,
     rogue_dhcp_result,
 )
-from provisiond.endpoint import find_interface
+from provisiond.endpoint import find_interface, resolve_endpoint
 from provisiond.errors import UserError
 from provisiond.images.cache import ImageCache
 from provisiond.inventory import Inventory, InventoryError, load_inventory
@@ -34,7 +33,7 @@ from provisiond.power import PowerConfig, run_action
 from provisiond.power.targets import bmc_targets
 from provisiond.render import Renderer
 
-CHECKS = ("inventory", "interface", "port", "rogue-dhcp", "assets", "answers", "bmc", "dns")
+CHECKS = ("inventory", "interface", "relay", "port", "rogue-dhcp", "assets", "answers", "bmc", "dns")
 IFF_UP = 0x1
 
 
@@ -62,6 +61,8 @@ def run_doctor(config: Config, options: DoctorOptions | None = None) -> Report:
             results.append(_interface(name, inventory))
         if "rogue-dhcp" not in options.skip:
             results.append(_rogue_dhcp(name, inventory, config, options.probe_seconds))
+    if config.interfaces and "relay" not in options.skip:
+        results += _relays(config, inventory)
     if "assets" not in options.skip:
         results += _assets(inventory, config)
     if "answers" not in options.skip:
@@ -93,14 +94,27 @@ def _inventory(config: Config, results: list[Result]) -> Inventory | None:
 
 
 def _interface(name: str, inventory: Inventory) -> Result:
-    site = inventory.site
+    networks = [(network.network, network.server) for network in inventory.site.all_networks]
     try:
         real_name, addresses = find_interface(name)
     except UserError:
-        return interface_result(name, False, False, [], site.network, site.server)
+        return interface_result(name, False, False, [], networks)
+    from pyroute2 import IPRoute  # netlink: ~0.3 s to import, only on the paths that query links
+
     with IPRoute() as ipr:
         link = ipr.get_links(ipr.link_lookup(ifname=real_name)[0])[0]
-    return interface_result(real_name, True, bool(link["flags"] & IFF_UP), addresses, site.network, site.server)
+    return interface_result(real_name, True, bool(link["flags"] & IFF_UP), addresses, networks)
+
+
+def _relays(config: Config, inventory: Inventory) -> list[Result]:
+    """The relayed networks against the addresses serve would answer on (as serve picks them)."""
+    served = []
+    for spec in config.interfaces:
+        try:
+            served.append(resolve_endpoint(spec, inventory.site, config.http_port).address)
+        except UserError:
+            continue  # the interface check says what is wrong with it
+    return relay_results(inventory.site.all_networks, served)
 
 
 def _rogue_dhcp(name: str, inventory: Inventory, config: Config, seconds: float) -> Result:
@@ -111,7 +125,7 @@ def _rogue_dhcp(name: str, inventory: Inventory, config: Config, seconds: float)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return Result("rogue-dhcp", Status.WARN, f"could not probe {name}: {reason}",
                       "run doctor as root with a valid --interface", name)
-    ours = {inventory.site.server, *(a.ip for a in addresses)}
+    ours = {*(network.server for network in inventory.site.all_networks), *(a.ip for a in addresses)}
     return rogue_dhcp_result(real_name, offers, ours, seconds, config.dhcp_proxy)
 
 

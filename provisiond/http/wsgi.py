@@ -9,7 +9,8 @@ Why waitress: on a provisioning network anything that boots may talk to us befor
 trusted, and a client that sends its request slowly must not hold a worker. waitress reads
 every request (headers and body, both bounded) in one non-blocking I/O loop and hands it to a
 worker thread only once it is complete; responses go back through the same loop, so a slow
-reader holds a buffer, not a thread. What one connection can hold and for how long is set by
+reader holds a buffer, not a thread (boot assets leave by sendfile(2) from that loop:
+provisiond/http/sendfile.py). What one connection can hold and for how long is set by
 the limits below (docs/serve.md, "What a client can hold").
 """
 
@@ -81,14 +82,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from waitress import create_server
 
+    from provisiond.http.sendfile import use_sendfile
+
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(int(os.environ.get(ENV_VERBOSITY, "1")))
     files = raise_file_limit(args.connection_limit + SPARE_FILE_DESCRIPTORS)
     connection_limit = min(args.connection_limit, max(files - SPARE_FILE_DESCRIPTORS, 16))
     app = app_from_env()
+    listeners: dict[int, object] = {}
     try:
         server = create_server(
-            app, listen=" ".join(args.listen), threads=args.threads,
+            app, map=listeners, listen=" ".join(args.listen), threads=args.threads,
             connection_limit=connection_limit, channel_timeout=args.idle_timeout,
             cleanup_interval=max(1, min(10, args.idle_timeout // 2)),
             max_request_header_size=MAX_REQUEST_HEADER_BYTES,
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         log_event(log, "http-bind-failed", logging.ERROR, listen=",".join(args.listen),
                   error=exc.strerror or str(exc))
         return 1
+    use_sendfile(listeners)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)

@@ -44,6 +44,12 @@ DEFAULT_RETRIES = 5
 MAX_TRANSFERS = 256
 MAX_PER_CLIENT = 8  # transfers one client address may have at once (a booting box needs 1-2)
 MAX_SILENCE = 30.0  # seconds a transfer waits for a client that stopped answering
+# Requests beyond max_transfers wait in line (a boot storm) instead of getting an ERROR, which
+# PXE firmware takes as the end of its boot (PXE-E3x, EDK2's EFI_TFTP_ERROR). A waiting
+# request is dropped once its client has not repeated it for WAIT_FRESH seconds (firmware
+# repeats an unanswered RRQ every 1-4 s and gives up after about 20 s).
+MAX_WAITING = 4096
+WAIT_FRESH = 10.0
 PREPARE_THREADS = 4
 LISTEN_RCVBUF = 1 << 20  # a boot storm sends many RRQs at once
 
@@ -79,6 +85,7 @@ class TftpServer:
         *,
         max_per_client: int = MAX_PER_CLIENT,
         max_silence: float = MAX_SILENCE,
+        max_waiting: int = MAX_WAITING,
         retries: int = DEFAULT_RETRIES,
         max_blksize: int = MAX_BLKSIZE,
         client_rcvbuf: int = DEFAULT_CLIENT_RCVBUF,
@@ -93,6 +100,7 @@ class TftpServer:
         self.max_transfers = max_transfers
         self.max_per_client = max_per_client
         self.max_silence = max_silence
+        self.max_waiting = max_waiting
         self.retries = retries
         self.max_blksize = max_blksize
         self.client_rcvbuf = client_rcvbuf
@@ -100,6 +108,10 @@ class TftpServer:
         self._lock = threading.Lock()
         self._active: dict[tuple[tuple[str, int], str], Transfer] = {}
         self._per_client: collections.Counter[str] = collections.Counter()  # address: transfers
+        # Requests waiting for a free transfer, oldest first: key -> (request, local address,
+        # when the client last asked). Their clients count in _per_client too.
+        self._waiting: collections.OrderedDict[
+            tuple[tuple[str, int], str], tuple[Request, str, float]] = collections.OrderedDict()
         self._sock: socket.socket | None = None
         self._loop: PythonLoop | None = None
         self._jobs: queue.SimpleQueue[Transfer | None] = queue.SimpleQueue()
@@ -198,16 +210,46 @@ class TftpServer:
         with self._lock:
             return len(self._active)
 
+    @property
+    def waiting_requests(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
     def _end(self, transfer: Transfer, outcome: str) -> None:
         if self._loop is not None:
             self._loop.forget(transfer)
         stats = transfer.close(outcome)
         with self._lock:
             if self._active.pop((transfer.peer, transfer.request.filename), None) is not None:
-                self._per_client[transfer.peer[0]] -= 1
-                if not self._per_client[transfer.peer[0]]:
-                    del self._per_client[transfer.peer[0]]
+                self._release(transfer.peer[0])
+            self._start_waiting()
         self._stats.put(stats)
+
+    def _release(self, client: str) -> None:
+        self._per_client[client] -= 1
+        if not self._per_client[client]:
+            del self._per_client[client]
+
+    def _drop_stale_waiting(self) -> None:
+        """Forget waiting requests whose clients stopped asking (called with the lock held)."""
+        now = time.monotonic()
+        for key, (_, _, asked) in list(self._waiting.items()):
+            if now - asked > WAIT_FRESH:
+                del self._waiting[key]
+                self._release(key[0][0])
+
+    def _start_waiting(self) -> None:
+        """Start the oldest waiting requests whose clients still ask, while slots are free
+        (called with the lock held)."""
+        now = time.monotonic()
+        while self._waiting and len(self._active) < self.max_transfers:
+            key, (request, local_ip, asked) = self._waiting.popitem(last=False)
+            if self._stopping.is_set() or now - asked > WAIT_FRESH:
+                self._release(key[0][0])  # its client gave up (or we stop): nothing to send
+                continue
+            self._active[key] = transfer = Transfer(self._settings(), self._gso, request,
+                                                    key[0], local_ip)
+            self._jobs.put(transfer)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -260,18 +302,29 @@ class TftpServer:
         with self._lock:
             if key in self._active:
                 return  # the client repeated its RRQ; the transfer already answers it
-            busy, own = len(self._active), self._per_client[peer[0]]
-            if busy < self.max_transfers and own < self.max_per_client:
-                self._active[key] = transfer = Transfer(self._settings(), self._gso, request,
-                                                        peer, local_ip)
-                self._per_client[peer[0]] += 1
-                self._jobs.put(transfer)
+            if key in self._waiting:  # repeated while waiting: it still wants the file
+                self._waiting[key] = (request, local_ip, time.monotonic())
                 return
+            busy, own = len(self._active), self._per_client[peer[0]]
+            if own < self.max_per_client:
+                if busy < self.max_transfers and not self._waiting:
+                    self._active[key] = transfer = Transfer(self._settings(), self._gso,
+                                                            request, peer, local_ip)
+                    self._per_client[peer[0]] += 1
+                    self._jobs.put(transfer)
+                    return
+                if len(self._waiting) >= self.max_waiting:
+                    self._drop_stale_waiting()
+                if len(self._waiting) < self.max_waiting:
+                    self._waiting[key] = (request, local_ip, time.monotonic())
+                    self._per_client[peer[0]] += 1
+                    self._start_waiting()  # a slot may have freed meanwhile
+                    return
         if own >= self.max_per_client:
             reason = (f"{peer[0]} already has {own} transfers running: finish them or let "
                       f"them time out (at most {self.max_silence:.0f} s of silence)")
         else:
-            reason = f"server busy ({busy} transfers): retry later"
+            reason = f"server busy ({busy} transfers, {self.max_waiting} waiting): retry later"
         log.warning("TFTP refused %r from %s:%d: %s", request.filename, peer[0], peer[1], reason)
         sock.sendto(packet.build_error(ErrorCode.NOT_DEFINED, reason), peer)
 

@@ -10,13 +10,11 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from conftest import require_program  # tests/conftest.py
-from netlab import VethPair, run, veth_pair
-from pyroute2.netns import popns, pushns
+from netlab import VethPair, in_netns, run, veth_pair
 
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
@@ -27,16 +25,6 @@ Lab = VethPair
 def veth_lab(tag: str, server_addresses: tuple[str, ...]) -> AbstractContextManager[Lab]:
     """Two namespaces and a veth pair between them; everything removed on exit."""
     return veth_pair("pdhcp", tag, server_addresses)
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block (sockets it creates, netlink queries) inside namespace `name`."""
-    pushns(name)
-    try:
-        yield
-    finally:
-        popns()
 
 
 def udp_socket(ns: str, interface: str, address: str, port: int) -> socket.socket:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from bindlab import KEY_NAME, ZONE, Bind, bind_fixture  # noqa: F401  (the `bind` fixture)
+from bindlab import (  # noqa: F401  (the `bind` fixture)
+    KEY_NAME,
+    RELAYED_REVERSE,
+    ZONE,
+    Bind,
+    bind_fixture,
+)
 
 from provisiond import nodes
 from provisiond.dns import publish
@@ -158,6 +165,69 @@ def test_a_refused_update_is_an_event_not_a_crash(bind, tmp_path):
     assert bind.dig("node1.lab.example", "A") == ["10.213.0.11"]
 
 
+def test_dns_sync_names_the_nodes_of_relayed_networks(bind, tmp_path):
+    """Every network of the site gets its names: a relayed network's node gets its A record
+    in the site's zone (its network has no domain of its own) and its PTR in that network's
+    reverse zone; a relayed network with a domain of its own that BIND does not serve is
+    reported, never a crash."""
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11})
+    text = inventory_file.read_text().replace(
+        "  dns_update:", "  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1}\n  dns_update:")
+    text += "  - {hostname: rack2n1, mac: '52:54:00:10:01:15', role: compute, ip: 10.214.0.21}\n"
+    inventory_file.write_text(text)
+    state = ["--state-dir", str(tmp_path / "state"), "--inventory", str(inventory_file)]
+    first = cli(*state, "dns", "sync", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert bind.dig("rack2n1.lab.example", "A") == ["10.214.0.21"]
+    assert bind.dig("21.0.214.10.in-addr.arpa", "PTR") == ["rack2n1.lab.example."]
+    assert bind.dig("11.0.213.10.in-addr.arpa", "PTR") == ["node1.lab.example."]
+    again = cli(*state, "dns", "sync", "--json", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["changes"] == [], again.stderr
+
+    inventory_file.write_text(text.replace("gateway: 10.214.0.1}", "gateway: 10.214.0.1, domain: rack2.example}"))
+    other = cli(*state, "dns", "sync", cwd=tmp_path)
+    assert other.returncode != 0
+    assert "rack2.example" in other.stdout + other.stderr and "Traceback" not in other.stderr
+
+
+def test_a_sync_sends_its_updates_over_one_connection_and_reconnects_when_closed(bind, tmp_path,
+                                                                                 monkeypatch):
+    """Six changes, one TCP connection (the AXFRs have their own). When the connection is
+    closed between two updates (as a server does to an idle client), the next update goes
+    over a new connection and nothing is lost."""
+    from provisiond.dns import client as dns_client
+
+    opened = []
+    real_connect = dns_client.socket.create_connection
+
+    def counting(*args, **kwargs):
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(dns_client.socket, "create_connection", counting)
+    inventory = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind,
+                                               {"node1": 11, "node2": 12, "node3": 13}))
+    report = publish.sync(inventory)
+    assert report.ok and len(report.outcomes) == 6 and len(opened) == 1
+    assert bind.dig("node3.lab.example", "A") == ["10.213.0.13"]
+
+    zones = publish.site_zones(inventory.site)
+    client = publish.client_for(zones)
+    bigger = load_inventory(write_inventory(tmp_path / "inventory.yaml", bind,
+                                            {"node1": 11, "node2": 12, "node3": 13, "node4": 14, "node5": 15}))
+    changes = publish.make_plan(bigger, zones, publish.read_zones(client, zones)).changes
+    assert len(changes) == 4
+    with client.connection():
+        client.update(publish.update_message(changes[0], zones.site, 300, client.signing_key), "first")
+        opened[-1].shutdown(socket.SHUT_WR)  # the server sees the connection end
+        for change in changes[1:]:
+            client.update(publish.update_message(change, zones.site, 300, client.signing_key), "next")
+    assert len(opened) == 3
+    assert bind.dig("node5.lab.example", "A") == ["10.213.0.15"]
+    assert bind.dig("14.0.213.10.in-addr.arpa", "PTR") == ["node4.lab.example."]
+    assert publish.sync(bigger).plan.changes == ()
+
+
 @pytest.fixture(autouse=True)
 def _dig_present():
     if shutil.which("dig") is None:
@@ -173,6 +243,14 @@ def test_doctor_checks_the_server_and_the_key(bind, tmp_path):
     only_dns = DoctorOptions(skip=frozenset({"port", "assets", "answers", "bmc"}))
     results = [r for r in run_doctor(config, only_dns).results if r.check == "dns"]
     assert [(r.subject, r.status.value) for r in results] == [(ZONE, "ok"), ("0.213.10.in-addr.arpa", "ok")]
+
+    # A relayed network: its reverse zone is checked too.
+    relayed = inventory_file.read_text().replace(
+        "  dns_update:", "  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1}\n  dns_update:")
+    inventory_file.write_text(relayed)
+    results = [r for r in run_doctor(config, only_dns).results if r.check == "dns"]
+    assert [(r.subject, r.status.value) for r in results] == [
+        (ZONE, "ok"), ("0.213.10.in-addr.arpa", "ok"), (RELAYED_REVERSE, "ok")]
 
     wrong = tmp_path / "wrong.key"
     wrong.write_text(f'key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "c2VjcmV0LXRoYXQtYmluZC1kb2VzLW5vdC1rbm93"; }};\n')

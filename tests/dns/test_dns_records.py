@@ -19,7 +19,7 @@ SECRET = "dGhpcy1pcy1hLXRlc3Qtc2VjcmV0LW9mLTMyLWJ5dGVzIQ=="
 
 
 def wanted(*hosts: tuple[str, str]):
-    return desired(((f"{h}.{ZONE}", IPv4Address(ip)) for h, ip in hosts), ZONE, [REVERSE])
+    return desired(((f"{h}.{ZONE}", IPv4Address(ip)) for h, ip in hosts), [ZONE], [REVERSE])
 
 
 def test_wanted_records_and_a_plan_from_an_empty_zone():
@@ -53,7 +53,7 @@ def test_another_sites_names_and_unmarked_names_are_left_alone():
 
 
 def test_nodes_outside_the_zones_are_problems_not_records():
-    result = desired([("node1.other.example", IPv4Address("192.0.2.5"))], ZONE, [REVERSE])
+    result = desired([("node1.other.example", IPv4Address("192.0.2.5"))], [ZONE], [REVERSE])
     assert result.record_sets == ()
     assert result.problems == ("node1.other.example is outside the zone lab.example (no A record)",
                                "192.0.2.5 is outside the reverse zones 0.213.10.in-addr.arpa (no PTR record for node1.other.example)")

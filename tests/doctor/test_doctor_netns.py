@@ -21,6 +21,7 @@ from netlab import VethPair, veth_pair
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PASSWORD = "doctor-bmc-pw"
+RELAYED = "  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1}\n"  # served at site.server
 NODES = """\
 nodes:
   - hostname: node1
@@ -58,7 +59,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def segment(tmp_path: Path) -> Iterator[tuple[VethPair, Path]]:
     """The segment, the inventory, and node1's virtual BMC on the far side."""
     (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
-    (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + NODES)
+    (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + RELAYED + NODES)
     with veth_pair("pdoc", "a", ["10.213.0.1/24"], ["10.213.0.2/24"]) as pair:
         log = tmp_path / "vbmc.log"
         with log.open("w") as out:
@@ -96,6 +97,7 @@ def test_doctor_finds_the_rogue_dhcp_server_and_the_dead_bmc(segment):
     rogue = by_check(report, "rogue-dhcp")[pair.server_if]
     assert rogue["status"] == "ok" and "no other DHCP server answered" in rogue["message"]
     assert by_check(report, "interface")[pair.server_if]["status"] == "ok"
+    assert by_check(report, "relay")["10.214.0.0/24"]["status"] == "ok"
     bmcs = by_check(report, "bmc")
     assert bmcs["node1"]["status"] == "ok"  # the live BMC is not held up by the dead one
     assert bmcs["node2"]["status"] == "fail" and "10.213.0.3" in bmcs["node2"]["message"]

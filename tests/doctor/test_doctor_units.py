@@ -24,10 +24,12 @@ from provisiond.doctor.checks import (
     interface_result,
     listening_inodes,
     port_result,
+    relay_results,
     rogue_dhcp_result,
 )
 from provisiond.doctor.probe import discover, offer_from
 from provisiond.doctor.run import DoctorOptions, kickstart_problem, run_doctor
+from provisiond.inventory import load_inventory
 
 NET, SERVER = IPv4Network("10.213.0.0/24"), IPv4Address("10.213.0.1")
 NODES = """\
@@ -38,12 +40,63 @@ nodes:
 
 
 def test_interface_verdicts():
-    assert interface_result("eth9", False, False, [], NET, SERVER).status is Status.FAIL
-    off_site = interface_result("eth0", True, True, [IPv4Interface("192.0.2.1/24")], NET, SERVER)
+    site = [(NET, SERVER)]
+    assert interface_result("eth9", False, False, [], site).status is Status.FAIL
+    off_site = interface_result("eth0", True, True, [IPv4Interface("192.0.2.1/24")], site)
     assert off_site.status is Status.FAIL and "ip addr add 10.213.0.1/24 dev eth0" in off_site.fix
-    assert interface_result("eth0", True, False, [IPv4Interface("10.213.0.1/24")], NET, SERVER).status is Status.FAIL
-    assert interface_result("eth0", True, True, [IPv4Interface("10.213.0.5/24")], NET, SERVER).status is Status.WARN
-    assert interface_result("eth0", True, True, [IPv4Interface("10.213.0.1/24")], NET, SERVER).status is Status.OK
+    assert interface_result("eth0", True, False, [IPv4Interface("10.213.0.1/24")], site).status is Status.FAIL
+    assert interface_result("eth0", True, True, [IPv4Interface("10.213.0.5/24")], site).status is Status.WARN
+    assert interface_result("eth0", True, True, [IPv4Interface("10.213.0.1/24")], site).status is Status.OK
+
+
+def test_interface_verdicts_cover_every_network_of_the_site(tmp_path):
+    """An interface on a relayed network (serve accepts it) is on the site; off all of them,
+    the message names every network."""
+    relays = "  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1, server: 10.214.0.2}\n"
+    (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + relays + NODES)
+    site = load_inventory(tmp_path / "inventory.yaml").site
+    networks = [(network.network, network.server) for network in site.all_networks]
+    on_relayed = interface_result("eth1", True, True, [IPv4Interface("10.214.0.2/24")], networks)
+    assert on_relayed.status is Status.OK and "10.214.0.2 in 10.214.0.0/24" in on_relayed.message
+    other = interface_result("eth1", True, True, [IPv4Interface("10.214.0.7/24")], networks)
+    assert other.status is Status.WARN and "10.214.0.2 for 10.214.0.0/24" in other.message
+    nowhere = interface_result("eth1", True, True, [IPv4Interface("192.0.2.1/24")], networks)
+    assert nowhere.status is Status.FAIL
+    assert "10.213.0.0/24, 10.214.0.0/24" in nowhere.message
+
+
+def test_relay_verdicts(tmp_path):
+    relays = ("  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1}\n"
+              "    - {network: 10.215.0.0/24, gateway: 10.215.0.1, server: 10.215.0.2}\n")
+    (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + relays + NODES)
+    networks = load_inventory(tmp_path / "inventory.yaml").site.all_networks
+    verdicts = {r.subject: r for r in relay_results(networks, [SERVER])}
+    assert set(verdicts) == {"10.214.0.0/24", "10.215.0.0/24"}  # the site network is not relayed
+    assert verdicts["10.214.0.0/24"].status is Status.OK  # served at site.server, which serve holds
+    assert verdicts["10.215.0.0/24"].status is Status.FAIL
+    assert "served at 10.215.0.2" in verdicts["10.215.0.0/24"].message
+    assert "only on 10.213.0.1" in verdicts["10.215.0.0/24"].message
+    both = relay_results(networks, [SERVER, IPv4Address("10.215.0.2")])
+    assert all(r.status is Status.OK for r in both)
+
+
+def test_doctor_run_checks_relayed_networks_against_the_served_interface(tmp_path):
+    """run_doctor on this machine's loopback (127.0.0.1 as the site's server): the relayed
+    network whose server is not served fails, and the whole report fails with it."""
+    site = LAB_SITE_YAML.replace("10.213.0.0/24", "127.0.0.0/8").replace("10.213.0.1", "127.0.0.1")
+    relays = ("  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1}\n"
+              "    - {network: 10.215.0.0/24, gateway: 10.215.0.1, server: 10.215.0.2}\n")
+    (tmp_path / "inventory.yaml").write_text(site + relays + "nodes:\n"
+                                             "  - {hostname: n1, mac: '52:54:00:10:00:11', role: compute, "
+                                             "ip: 10.214.0.11}\n")
+    config = Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "state", interfaces=("lo",))
+    report = run_doctor(config, DoctorOptions(skip=frozenset(
+        {"port", "rogue-dhcp", "assets", "answers", "bmc", "dns"})))
+    verdicts = {(r.check, r.subject): r.status for r in report.results}
+    assert verdicts[("interface", "lo")] is Status.OK
+    assert verdicts[("relay", "10.214.0.0/24")] is Status.OK
+    assert verdicts[("relay", "10.215.0.0/24")] is Status.FAIL
+    assert report.exit_code == 1
 
 
 def test_port_verdicts_and_proc_net_parsing():

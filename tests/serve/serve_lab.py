@@ -124,6 +124,13 @@ class Served:
                            f"tftp://{self.server_ip}/{name}")
         return out.read_bytes()
 
+    def tftp_get_from(self, source: str, name: str) -> bytes:
+        """Like tftp_get, from `source` (one of the client's addresses); b"" when it failed."""
+        out = self.workdir / f"tftp-{time.monotonic_ns()}"
+        self.ns.client_run(require_program("curl"), "-sS", "--max-time", "10", "--interface",
+                           source, "-o", str(out), f"tftp://{self.server_ip}/{name}", check=False)
+        return out.read_bytes() if out.exists() else b""
+
     def udhcpc(self, mac: str, *options: str) -> dict[str, str] | None:
         """busybox udhcpc as the node (its MAC) once; the env of its `bound` event."""
         busybox = require_program("busybox")

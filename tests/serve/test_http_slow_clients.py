@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
 import threading
 import urllib.parse
@@ -25,6 +26,7 @@ from provisiond.nodes import open_store, provision
 from provisiond.serve import HttpProcess
 
 SLOW_CLIENTS = 400
+KERNEL = os.urandom(6 * 2**20 + 123)  # several socket buffers: sendfile(2) resumes many times
 NODE_IP = "127.0.0.11"
 NODE_MAC = "52:54:00:99:00:01"
 INVENTORY = f"""\
@@ -45,7 +47,7 @@ def free_port() -> int:
 @pytest.fixture
 def http_service(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The HTTP child on a free loopback port; yields (base URL, node n1's callback token)."""
-    (tmp_path / "linux").write_bytes(b"kernel" * 1000)
+    (tmp_path / "linux").write_bytes(KERNEL)
     (tmp_path / "initrd.gz").write_bytes(b"initrd" * 1000)
     inventory_path = tmp_path / "inventory.yaml"
     inventory_path.write_text(INVENTORY)
@@ -120,7 +122,7 @@ def test_node_is_served_while_hundreds_of_slow_clients_hold_connections(
                                        "Content-Type": "application/json"})
         assert status == 200 and json.loads(reply)["state"] == "installing"
         status, kernel = fetch(f"{url}/boot/debian12/linux", source=NODE_IP)
-        assert status == 200 and kernel == b"kernel" * 1000
+        assert status == 200 and kernel == KERNEL
         # The slow clients are still connected (held, not dropped to make room).
         alive = 0
         for sock in held:
@@ -136,4 +138,43 @@ def test_node_is_served_while_hundreds_of_slow_clients_hold_connections(
         stop.set()
         dripper.join(10)
         for sock in held:
+            sock.close()
+
+
+@pytest.mark.timeout(180)
+def test_boot_assets_whole_ranged_and_to_a_stalled_reader(http_service: tuple[str, str]) -> None:
+    """Boot assets leave by sendfile(2) from waitress's loop (provisiond/http/sendfile.py): a
+    whole file and a range arrive exactly, and a reader that stops reading mid-kernel holds no
+    worker: the node's script and the kernel are served meanwhile, and the stalled reader then
+    goes on getting the right bytes."""
+    url, _ = http_service
+    status, kernel = fetch(f"{url}/boot/debian12/linux", source=NODE_IP)
+    assert status == 200 and kernel == KERNEL
+    status, part = fetch(f"{url}/boot/debian12/linux", source=NODE_IP,
+                         headers={"Range": "bytes=1000-3000099"})
+    assert status == 206 and part == KERNEL[1000:3000100]
+    port = int(url.rsplit(":", 1)[1])
+    stalled = []
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /boot/debian12/linux HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled.append(sock)
+    try:
+        first = stalled[0].recv(1000)
+        assert first.startswith(b"HTTP/1.1 200")
+        for _ in range(2):
+            status, kernel = fetch(f"{url}/boot/debian12/linux", source=NODE_IP)
+            assert status == 200 and kernel == KERNEL
+            status, script = fetch(f"{url}/boot/{NODE_MAC}.ipxe", source=NODE_IP)
+            assert status == 200 and script.startswith(b"#!ipxe")
+        # Its small window crawls (TCP, not the server): its next 64 KiB are checked.
+        body = first.partition(b"\r\n\r\n")[2]
+        while len(body) < 65536:
+            data = stalled[0].recv(65536)
+            assert data, "the stalled reader was cut off"
+            body += data
+        assert body == KERNEL[:len(body)]
+    finally:
+        for sock in stalled:
             sock.close()

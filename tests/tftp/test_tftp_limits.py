@@ -79,9 +79,10 @@ def test_a_silent_transfer_lives_at_most_max_silence(root: Path, engine: str) ->
 @pytest.mark.timeout(120)
 def test_a_table_full_of_stalled_transfers_empties_within_max_silence(root: Path,
                                                                      engine: str) -> None:
-    """Stalled transfers from many addresses fill the table; a new client is refused only
-    until they expire (max_silence), then served."""
-    with running_server(root, engine=engine, max_transfers=16, max_silence=3) as (server, _):
+    """Stalled transfers from many addresses fill the table; with no waiting line a new
+    client is refused only until they expire (max_silence), then served."""
+    with running_server(root, engine=engine, max_transfers=16, max_silence=3,
+                        max_waiting=0) as (server, _):
         stalled = [RawClient(server.port, source=f"127.0.1.{n}") for n in range(1, 17)]
         try:
             for client in stalled:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tftp_helpers import RawClient, running_server, sha256, wait_until
 
 from provisiond.errors import UserError
 from provisiond.tftp import TftpServer, packet
+from provisiond.tftp import server as tftp_server
 from provisiond.tftp.packet import ErrorCode
 
 
@@ -194,8 +196,8 @@ def test_missing_file(root: Path) -> None:
         assert recorder.wait(1)[0].outcome == "error: file not found: nope/pxelinux.0"
 
 
-def test_busy_server_says_so(root: Path, engine: str) -> None:
-    with running_server(root, max_transfers=1, engine=engine) as (server, _), RawClient(
+def test_busy_server_with_a_full_line_says_so(root: Path, engine: str) -> None:
+    with running_server(root, max_transfers=1, max_waiting=0, engine=engine) as (server, _), RawClient(
             server.port) as first, RawClient(server.port) as second:
         first.rrq("big")
         assert first.recv().block == 1
@@ -203,6 +205,51 @@ def test_busy_server_says_so(root: Path, engine: str) -> None:
         reply = second.recv()
         assert isinstance(reply, packet.Error) and "server busy" in reply.message
         first.sock.sendto(packet.build_error(0, "done"), first.tid)
+
+
+def test_requests_beyond_the_table_wait_in_line_then_are_served(root: Path,
+                                                                engine: str) -> None:
+    """A boot storm: past max_transfers a request gets no ERROR (firmware would give up its
+    boot) but waits, and its client's repeated RRQs keep it in line; it starts when a slot
+    frees, first come first served."""
+    with running_server(root, max_transfers=1, engine=engine) as (server, recorder), RawClient(
+            server.port) as first, RawClient(server.port) as second, RawClient(
+            server.port) as third:
+        first.rrq("big")
+        assert first.recv().block == 1
+        second.rrq("file")
+        wait_until(lambda: server.waiting_requests == 1, what="the second request waiting")
+        third.rrq("file")
+        second.rrq("file")  # the firmware repeats its unanswered RRQ: still one in line
+        wait_until(lambda: server.waiting_requests == 2, what="the third request waiting")
+        assert second.drain() == [] and third.drain() == []
+        first.sock.sendto(packet.build_error(0, "done"), first.tid)
+        data = second.recv()
+        assert isinstance(data, packet.Data) and data.block == 1
+        assert third.drain() == []  # still waiting: one transfer at a time
+        assert server.active_transfers == 1 and server.waiting_requests == 1
+        second.sock.sendto(packet.build_error(0, "done"), second.tid)
+        data = third.recv()
+        assert isinstance(data, packet.Data) and data.block == 1
+        third.sock.sendto(packet.build_error(0, "done"), third.tid)
+        outcomes = [s.outcome for s in recorder.wait(3)]
+        assert all(o.startswith("error: client aborted") for o in outcomes), outcomes
+
+
+def test_a_waiting_request_whose_client_stopped_asking_is_dropped(
+        root: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tftp_server, "WAIT_FRESH", 0.2)
+    with running_server(root, max_transfers=1, engine=engine) as (server, _), RawClient(
+            server.port) as first, RawClient(server.port) as gone:
+        first.rrq("big")
+        assert first.recv().block == 1
+        gone.rrq("file")
+        wait_until(lambda: server.waiting_requests == 1, what="the request waiting")
+        time.sleep(0.5)  # longer than WAIT_FRESH without a repeated RRQ: its client gave up
+        first.sock.sendto(packet.build_error(0, "done"), first.tid)
+        wait_until(lambda: server.waiting_requests == 0 and server.active_transfers == 0,
+                   what="the stale request dropped, nothing started")
+        assert gone.drain() == []
 
 
 def test_repeated_rrq_starts_one_transfer(root: Path, engine: str) -> None:
