@@ -13,6 +13,7 @@ from provisiond.images.build import build, build_inputs  # light: no HTTP app (t
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import IMAGE_OS, ROLE_PACKAGES, RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import load_inventory
+from provisiond.roles.openstack import OpenStackSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -66,10 +67,21 @@ def _roles(args: argparse.Namespace) -> list[str]:
     return roles
 
 
+def _site_openstack(args: argparse.Namespace) -> OpenStackSettings | None:
+    """The inventory's OpenStack settings, if it has any: root images then carry the roles'
+    OpenStack packages (what the nodes' provisiond serves, roles.openstack.image_packages)."""
+    config = effective_config(args)
+    if not config.inventory.is_file():
+        return None
+    return load_inventory(config.inventory).site.openstack
+
+
 def run_build(args: argparse.Namespace) -> int:
     cache = cache_from_args(args)
     try:
-        recipes = [ramdisk_recipe(args.os_name)] + [root_recipe(args.os_name, role) for role in _roles(args)]
+        openstack = _site_openstack(args)
+        recipes = [ramdisk_recipe(args.os_name)] + [root_recipe(args.os_name, role, openstack=openstack)
+                                                    for role in _roles(args)]
     except RecipeError as exc:
         raise UserError(str(exc)) from None
     started = time.monotonic()
@@ -116,7 +128,8 @@ def run_prune(args: argparse.Namespace) -> int:
                         "with: provisiond image rm NAME")
     cache = cache_from_args(args)
     served = [ramdisk_recipe(os_name) for os_name in IMAGE_OS]
-    served += [root_recipe(os_name, role) for os_name in IMAGE_OS for role in ROLE_PACKAGES]
+    openstack = _site_openstack(args)
+    served += [root_recipe(os_name, role, openstack=openstack) for os_name in IMAGE_OS for role in ROLE_PACKAGES]
     gone = cache.prune(args.keep, protect=frozenset(recipe.key(*build_inputs(recipe)) for recipe in served))
     for artifact in gone:
         size = sum(info["bytes"] for info in artifact.files.values())

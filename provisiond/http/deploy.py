@@ -54,7 +54,7 @@ def _image_node(hostname: str) -> Node:
 def root_image(node: Node) -> Artifact | None:
     """The cached root image this provisiond built for the node's OS and role (its key)."""
     try:
-        return _cache().served(root_recipe(node.os_name, node.role))
+        return _cache().served(root_recipe(node.os_name, node.role, openstack=ctx().inventory.site.openstack))
     except RecipeError:
         return None
 

@@ -154,9 +154,65 @@ def _tree_bytes(root: Path) -> int:
     return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+HOLD_STARTS = "#!/bin/sh\n# provisiond image build: package scripts start no service here\nexit 101\n"
+BUILD_HOSTNAME = "provisiond-image"  # nova's and cinder's postinsts run `hostname -i`
+
+
+def _enabled_units(root: Path, progress: Progress) -> set[str]:
+    listed = _run(["chroot", str(root), "systemctl", "list-unit-files", "--state=enabled", "--no-legend"], progress)
+    return {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+
+
+def _install_openstack(recipe: Recipe, root: Path, debs: Path, progress: Progress) -> list[str]:
+    """The role's OpenStack packages, as the role's prepare part expects them (docs/openstack.md):
+    debconf answered "configure nothing", service starts refused by policy-rc.d during the
+    install, and every unit the packages enabled disabled again, so that nothing starts
+    unconfigured at the node's boot (the role enables and starts each service once configured).
+    The .debs land in the shared download cache. Returns the units disabled."""
+    progress(f"OpenStack: {len(recipe.openstack)} packages for the {recipe.role} role (service starts held back)")
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text(HOLD_STARTS)
+    policy.chmod(0o755)
+    (root / "var/lib/provisiond-image").mkdir(parents=True, exist_ok=True)
+    seed = root / "var/lib/provisiond-image/debconf.seed"
+    seed.write_text("\n".join(recipe.debconf) + "\n")
+    hosts = root / "etc/hosts"
+    original_hosts = hosts.read_bytes() if hosts.exists() else None
+    hosts.write_text(f"127.0.0.1 localhost\n127.0.1.1 {BUILD_HOSTNAME}\n")
+    before = _enabled_units(root, progress)
+    archives = root / "var/cache/apt/archives"
+    (debs / "partial").mkdir(parents=True, exist_ok=True)
+    archives.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", INITRD="No")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+               "-o", "Dpkg::Options::=--force-confold", *recipe.openstack]
+    script = (f"hostname {BUILD_HOSTNAME} && debconf-set-selections /var/lib/provisiond-image/debconf.seed && "
+              f"apt-get update -q && {' '.join(install)}")
+    try:
+        with _chroot_mounts(root):
+            subprocess.run(["mount", "--bind", str(debs), str(archives)], check=True, timeout=30)
+            try:
+                _run(["unshare", "--uts", "chroot", str(root), "sh", "-c", script], progress,
+                     timeout=BUILD_TIMEOUT, env=env)
+            finally:
+                subprocess.run(["umount", str(archives)], check=False, timeout=60)
+    finally:
+        if original_hosts is None:
+            hosts.unlink(missing_ok=True)
+        else:
+            hosts.write_bytes(original_hosts)
+        shutil.rmtree(root / "var/lib/provisiond-image", ignore_errors=True)
+    enabled = sorted(_enabled_units(root, progress) - before)
+    if enabled:
+        _run(["chroot", str(root), "systemctl", "disable", *enabled], progress)
+    progress(f"OpenStack: disabled until the role configures them: {', '.join(enabled) or 'nothing'}")
+    return enabled
+
+
 def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Progress) -> tuple[list[Path], dict]:
     root = work / "root"
     _debootstrap(recipe, root, debs, progress)
+    disabled = _install_openstack(recipe, root, debs, progress) if recipe.openstack else []
     version = _kernel_version(root)
     progress(f"configure: kernel {version}, LVM activation in the initramfs, services")
     (root / "etc/fstab").unlink(missing_ok=True)  # the layout script writes it, by UUID, on the node
@@ -194,7 +250,10 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
         tar.stdout.close()
         if tar.wait(timeout=900) != 0 or zstd.returncode != 0:
             raise UserError(f"image build: archiving {root} failed")
-    return [image], {"kernel": version, "tree_bytes": tree}
+    info: dict = {"kernel": version, "tree_bytes": tree}
+    if recipe.openstack:
+        info.update(openstack_packages=len(recipe.openstack), disabled_units=disabled)
+    return [image], info
 
 
 def _build_ramdisk(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Progress) -> tuple[list[Path], dict]:

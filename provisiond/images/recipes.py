@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from provisiond.roles.openstack import OpenStackSettings, image_packages
+
 IMAGE_OS = {"debian12": "bookworm"}  # OS name -> Debian suite; the image method builds these
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -79,18 +81,26 @@ class Recipe:
     mirror: str
     packages: tuple[str, ...]
     services: tuple[str, ...] = ()
+    # The site's OpenStack packages for the role (roles.openstack.image_packages), installed
+    # with apt after debootstrap, service starts held back, and the debconf answers they need.
+    openstack: tuple[str, ...] = ()
+    debconf: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        """The artifact's name: root-debian12-compute, ramdisk-debian12."""
-        return f"root-{self.os_name}-{self.role}" if self.kind == "root" else f"ramdisk-{self.os_name}"
+        """The artifact's name: root-debian12-compute(-openstack), ramdisk-debian12."""
+        if self.kind != "root":
+            return f"ramdisk-{self.os_name}"
+        return f"root-{self.os_name}-{self.role}" + ("-openstack" if self.openstack else "")
 
     def key(self, *inputs: bytes) -> str:
-        """The content key: this recipe plus the build code and ramdisk scripts it uses."""
-        digest = hashlib.sha256(json.dumps(
-            {"kind": self.kind, "os": self.os_name, "role": self.role, "suite": self.suite,
-             "mirror": self.mirror, "packages": sorted(self.packages), "services": self.services},
-            sort_keys=True).encode())
+        """The content key: this recipe plus the build code and ramdisk scripts it uses (the
+        OpenStack packages and answers only when there are some: other keys stay as they were)."""
+        recipe = {"kind": self.kind, "os": self.os_name, "role": self.role, "suite": self.suite,
+                  "mirror": self.mirror, "packages": sorted(self.packages), "services": self.services}
+        if self.openstack:
+            recipe.update(openstack=sorted(self.openstack), debconf=sorted(self.debconf))
+        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
         for data in inputs:
             digest.update(hashlib.sha256(data).digest())
         return digest.hexdigest()
@@ -105,11 +115,16 @@ def _suite(os_name: str) -> str:
     return IMAGE_OS[os_name]
 
 
-def root_recipe(os_name: str, role: str, mirror: str = DEFAULT_MIRROR) -> Recipe:
+def root_recipe(os_name: str, role: str, mirror: str = DEFAULT_MIRROR,
+                openstack: OpenStackSettings | None = None) -> Recipe:
+    """The root image of a role; with the site's OpenStack settings it also carries the role's
+    OpenStack packages (a lab node has no mirror: the agent's packages step finds them there)."""
     if role not in ROLE_PACKAGES:
         raise RecipeError(f"no root image for role {role!r} (known: {', '.join(sorted(ROLE_PACKAGES))})")
-    return Recipe("root", os_name, role, _suite(os_name), mirror,
-                  ROOT_PACKAGES + ROLE_PACKAGES[role], BASE_SERVICES)
+    suite = _suite(os_name)
+    packages, debconf = image_packages(openstack, role, "debian")
+    return Recipe("root", os_name, role, suite, mirror, ROOT_PACKAGES + ROLE_PACKAGES[role],
+                  BASE_SERVICES, packages, debconf)
 
 
 def ramdisk_recipe(os_name: str, mirror: str = DEFAULT_MIRROR) -> Recipe:
