@@ -166,7 +166,7 @@ def _enabled_units(root: Path, progress: Progress) -> set[str]:
 def _install_openstack(recipe: Recipe, root: Path, debs: Path, progress: Progress) -> list[str]:
     """The role's OpenStack packages, as the role's prepare part expects them (docs/openstack.md):
     debconf answered "configure nothing", service starts refused by policy-rc.d during the
-    install, and every unit the packages enabled disabled again, so that nothing starts
+    install, and every service and socket the packages enabled disabled again, so that nothing starts
     unconfigured at the node's boot (the role enables and starts each service once configured).
     The .debs land in the shared download cache. Returns the units disabled."""
     progress(f"OpenStack: {len(recipe.openstack)} packages for the {recipe.role} role (service starts held back)")
@@ -202,7 +202,8 @@ def _install_openstack(recipe: Recipe, root: Path, debs: Path, progress: Progres
         else:
             hosts.write_bytes(original_hosts)
         shutil.rmtree(root / "var/lib/provisiond-image", ignore_errors=True)
-    enabled = sorted(_enabled_units(root, progress) - before)
+    # Services and their sockets only: timers (logrotate) and targets stay as the packages made them.
+    enabled = sorted(unit for unit in _enabled_units(root, progress) - before if unit.endswith((".service", ".socket")))
     if enabled:
         _run(["chroot", str(root), "systemctl", "disable", *enabled], progress)
     progress(f"OpenStack: disabled until the role configures them: {', '.join(enabled) or 'nothing'}")
