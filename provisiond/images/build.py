@@ -19,7 +19,7 @@ from pathlib import Path
 
 from provisiond.errors import UserError
 from provisiond.images.cache import Artifact, ImageCache, publish
-from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PATHS, Recipe
+from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_FILES, TRIM_PATHS, Recipe
 
 RAMDISK_FILES = Path(__file__).resolve().parent / "ramdisk"
 BUILD_TIMEOUT = 1800  # seconds for one debootstrap (a slow mirror); every step is bounded
@@ -148,6 +148,10 @@ def _trim(root: Path) -> None:
             target.mkdir()
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
+    for relative in TRIM_FILES:
+        for directory, _dirs, files in os.walk(root / relative):  # never follows a symlink
+            for name in files:
+                os.unlink(os.path.join(directory, name))
 
 
 def _tree_bytes(root: Path) -> int:

@@ -62,8 +62,12 @@ ROOT_MODULE_TRIM = (
 # Documentation and caches dropped from every artifact.
 TRIM_PATHS = (
     "usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
-    "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old", "var/log",
+    "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old",
 )
+# Files dropped, directories kept (with their owners and modes): packages make their services'
+# log directories (/var/log/nova, /var/log/rabbitmq) at install, and the services do not start
+# without them.
+TRIM_FILES = ("var/log",)
 
 
 class RecipeError(ValueError):
