@@ -24,6 +24,7 @@ from provisiond.roles.secrets import SECRET_SCOPES, placeholder
 
 # Facts and names the roles share.
 COMPUTE_UP = "nova-compute-up"
+CONTROLLER_UP = "openstack-controller-up"  # the controller's services passed their checks
 CLUSTER_CHECKED = "openstack-cluster-checked"  # the controller proved the whole cluster
 IMAGES_DIR = "/var/lib/glance/images"  # lv_images on the controller (the storage model)
 INSTANCES_DIR = "/var/lib/nova/instances"  # the GlusterFS volume on every node
@@ -204,6 +205,10 @@ class OpenStackPlan:
     @property
     def compute_up(self) -> str:
         return COMPUTE_UP
+
+    @property
+    def controller_up(self) -> str:
+        return CONTROLLER_UP
 
     @property
     def catalog(self) -> list[dict[str, str]]:

@@ -392,3 +392,14 @@ def test_every_service_gets_ten_minutes_to_start_before_its_start(site):
             assert drop_in["content"] == "[Service]\nTimeoutStartSec=600\n"
             assert "NeedDaemonReload" in by_id[step["id"] + ".daemon-reload"]["unless"]
             before(order, step["id"] + ".start-timeout", step["id"] + ".daemon-reload", step["id"])
+
+
+def test_computes_start_nova_compute_only_after_the_controller_passed_its_checks(site):
+    controller = ids(manifest_of(site, "controller"))
+    before(controller, "verify.provider-network", "verify.controller-up", "cells.wait-computes")
+    compute = manifest_of(site, "compute1")
+    before(ids(compute), "compute.hypervisor.libvirtd", "compute.wait-controller", "compute.service.nova-compute",
+           "compute.up")
+    barrier = steps(compute)["compute.wait-controller"]
+    assert (barrier["fact"], barrier["nodes"]) == ("openstack-controller-up", ["controller"])
+    assert steps(manifest_of(site, "controller"))["verify.controller-up"]["fact"] == barrier["fact"]
