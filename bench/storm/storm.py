@@ -191,12 +191,16 @@ def wait_listening(daemons: Daemons, ports: list[str], limit: float = 180) -> No
         time.sleep(0.3)
 
 
+SERVE_EXTRA: list[str] = []  # --serve KEY=VALUE: more [serve] lines of provisiond.toml
+
+
 def start_provisiond(work: Path, daemons: Daemons, nodes: int) -> str:
     tftp = work / "tftp"
     tftp.mkdir(exist_ok=True)
     (work / "provisiond.toml").write_text(
         f'inventory = "{work / "inventory.yaml"}"\nstate_dir = "{work / "state"}"\n'
-        f'[serve]\ntftp_root = "{tftp}"\nhttp_port = 8080\n')
+        f'[serve]\ntftp_root = "{tftp}"\nhttp_port = 8080\n' + "".join(
+            f"{line}\n" for line in SERVE_EXTRA))
     # Arm every node as `provisiond provision --all` does, minus the IPMI power-on.
     arm = ("import sys; from provisiond import nodes; from provisiond.inventory import "
            "load_inventory; inv = load_inventory(sys.argv[1]); "
@@ -479,12 +483,15 @@ def main() -> int:
                         help="seconds from one wave's start to the next's")
     parser.add_argument("--limit", type=float, default=900,
                         help="seconds one storm may take; unfinished nodes count as failed")
+    parser.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [serve] setting of provisiond.toml, e.g. tftp_max_transfers=1024")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (configs, daemon logs, results)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("storm: needs root (namespaces, a bridge, DHCP)", file=sys.stderr)
         return 2
+    SERVE_EXTRA.extend(args.serve)
     stacks = [s for s in args.stacks.split(",") if s]
     for stack in stacks:
         if stack not in STARTERS:
