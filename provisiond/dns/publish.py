@@ -196,13 +196,16 @@ class NamePublisher:
             return []
         full = make_plan(self.inventory, self.zones, contents)
         names: set[str] = set()
+        domains = dict.fromkeys(network.domain for network in self.inventory.site.all_networks)
         for host, publish in hosts.items():
-            fqdn = f"{host}.{domain}"
             if publish:
                 node = next((n for n in self.inventory.nodes if n.hostname == host), None)
                 if node is not None:
                     names.update(node_names(node.fqdn, node.ip))
-            else:  # its forward name, and every reverse name of ours that points at it
+                continue
+            # Removed: its forward name in whichever network's domain it had, and every
+            # reverse name of ours that points at it.
+            for fqdn in (f"{host}.{name}" for name in domains):
                 names.add(fqdn)
                 names.update(name for zone in self.zones.reverse_zones
                              for name, held in contents.get(zone, {}).items()

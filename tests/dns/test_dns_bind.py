@@ -190,6 +190,37 @@ def test_dns_sync_names_the_nodes_of_relayed_networks(bind, tmp_path):
     assert "rack2.example" in other.stdout + other.stderr and "Traceback" not in other.stderr
 
 
+def test_a_relayed_nodes_names_in_its_networks_domain_come_and_go_with_it(bind, tmp_path):
+    """serve's publisher, for a node of a relayed network with a domain of its own (inside the
+    site's zone): published when installed, withdrawn (A, PTR, marker) when it leaves."""
+    inventory_file = write_inventory(tmp_path / "inventory.yaml", bind, {"node1": 11})
+    base = inventory_file.read_text().replace(
+        "  dns_update:", "  networks:\n    - {network: 10.214.0.0/24, gateway: 10.214.0.1, "
+        "domain: rack2.lab.example}\n  dns_update:")
+    inventory_file.write_text(base + "  - {hostname: r2n1, mac: '52:54:00:10:01:15', role: compute, "
+                              "ip: 10.214.0.21}\n")
+    inventory = load_inventory(inventory_file)
+    store = nodes.open_store(tmp_path / "state", inventory)
+    publisher = publish.NamePublisher(store, inventory)
+    nodes.provision(store, "r2n1")
+    nodes.installer_callback(store, "r2n1", "install-started", "10.214.0.21")
+    nodes.installer_callback(store, "r2n1", "install-finished", "10.214.0.21")
+    assert all(o.error is None for o in publisher.step())
+    assert bind.dig("r2n1.rack2.lab.example", "A") == ["10.214.0.21"]
+    assert bind.dig("21.0.214.10.in-addr.arpa", "PTR") == ["r2n1.rack2.lab.example."]
+
+    inventory_file.write_text(base)
+    smaller = load_inventory(inventory_file)
+    publisher.inventory = smaller
+    nodes.sync(store, smaller)
+    assert {o.change.describe() for o in publisher.step()} == {
+        "remove r2n1.rack2.lab.example A 10.214.0.21",
+        "remove 21.0.214.10.in-addr.arpa PTR r2n1.rack2.lab.example."}
+    assert bind.dig("r2n1.rack2.lab.example", "A") == []
+    assert bind.dig("r2n1.rack2.lab.example", "TXT") == []
+    assert bind.dig("21.0.214.10.in-addr.arpa", "PTR") == []
+
+
 def test_a_sync_sends_its_updates_over_one_connection_and_reconnects_when_closed(bind, tmp_path,
                                                                                  monkeypatch):
     """Six changes, one TCP connection (the AXFRs have their own). When the connection is
