@@ -422,12 +422,18 @@ def summarize(stack: str, nodes: int, start: float, outs: list[Path], load_befor
                 if r["phases"].get("answer", {}).get("end")]
     all_answered = max(answered) if len(answered) == nodes else None
     all_installing = (max(seen.values()) - start) if len(seen) == nodes else None
+    retried: dict[str, int] = {}  # why nodes retried, by cause (time stripped)
+    for r in records:
+        for name, phase in r["phases"].items():
+            for why in phase.get("retried", []):
+                cause = f"{name}: {why.split(': ', 1)[-1]}"
+                retried[cause] = retried.get(cause, 0) + 1
     reasons: dict[str, int] = {}
     for r in failures:
         reason = r.get("failed", "no result")
         reasons[reason] = reasons.get(reason, 0) + 1
     return {"stack": stack, "nodes": nodes, "waves": waves, "phases": phases, "failures": len(failures),
-            "reasons": reasons, "all_answer_fetched": all_answered,
+            "reasons": reasons, "retried": retried, "all_answer_fetched": all_answered,
             "all_installing_api": all_installing, "load": (load_before, load_after)}
 
 
@@ -437,6 +443,8 @@ def show(result: dict) -> None:
           f"all answer files fetched at {fmt(s['all_answer_fetched'])} s, all installing in "
           f"the API at {fmt(s['all_installing_api'])} s, load {s['load'][0]:.1f} -> "
           f"{s['load'][1]:.1f}", flush=True)
+    for cause, count in sorted(s["retried"].items(), key=lambda item: -item[1])[:10]:
+        print(f"   retried {count} x {cause}", flush=True)
     for name, p in s["phases"].items():
         print(f"   {name:17} done {p['done']:5}  p50 {p['p50']:7.2f} s  p99 {p['p99']:7.2f} s"
               f"  retries {p['retries']}", flush=True)
