@@ -1,4 +1,4 @@
-"""`image build|list|rm`: the image install method's root images and deploy ramdisk."""
+"""`image build|list|rm|prune`: the image install method's root images and deploy ramdisk."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from provisiond.config import effective_config
 from provisiond.errors import UserError
+from provisiond.images.build import build, build_inputs  # light: no HTTP app (the agent is not in images)
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import IMAGE_OS, ROLE_PACKAGES, RecipeError, ramdisk_recipe, root_recipe
 from provisiond.inventory import load_inventory
@@ -37,6 +38,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     rm_cmd.add_argument("--cache-dir", type=Path, help=cache_help)
     rm_cmd.set_defaults(func=run_rm)
 
+    prune_cmd = actions.add_parser("prune", help="remove all but the newest builds of each name")
+    prune_cmd.add_argument("--keep", type=int, default=1, metavar="N",
+                           help="builds kept per name, newest first (default 1); the builds this provisiond "
+                           "serves (its own content keys) are always kept")
+    prune_cmd.add_argument("--cache-dir", type=Path, help=cache_help)
+    prune_cmd.set_defaults(func=run_prune)
+
 
 def cache_from_args(args: argparse.Namespace) -> ImageCache:
     return ImageCache(args.cache_dir or effective_config(args).image_cache)
@@ -59,8 +67,6 @@ def _roles(args: argparse.Namespace) -> list[str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from provisiond.images.build import build  # brings the HTTP app (the agent): not for --help
-
     cache = cache_from_args(args)
     try:
         recipes = [ramdisk_recipe(args.os_name)] + [root_recipe(args.os_name, role) for role in _roles(args)]
@@ -101,4 +107,21 @@ def run_rm(args: argparse.Namespace) -> int:
             missing.append(what)
     if missing:
         raise UserError(f"no build named or keyed {', '.join(missing)} in {cache.dir} (see: provisiond image list)")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    if args.keep < 1:
+        raise UserError(f"--keep {args.keep}: keep at least 1 build per name; remove a whole name "
+                        "with: provisiond image rm NAME")
+    cache = cache_from_args(args)
+    served = [ramdisk_recipe(os_name) for os_name in IMAGE_OS]
+    served += [root_recipe(os_name, role) for os_name in IMAGE_OS for role in ROLE_PACKAGES]
+    gone = cache.prune(args.keep, protect=frozenset(recipe.key(*build_inputs(recipe)) for recipe in served))
+    for artifact in gone:
+        size = sum(info["bytes"] for info in artifact.files.values())
+        print(f"removed {artifact.name} {artifact.key[:12]} ({size / 1e6:.1f} MB)")
+    freed = sum(info["bytes"] for artifact in gone for info in artifact.files.values())
+    print(f"image prune: removed {len(gone)} build(s), {freed / 1e6:.1f} MB; kept the newest {args.keep} "
+          f"of each name and the builds this provisiond serves in {cache.dir}")
     return 0

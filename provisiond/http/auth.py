@@ -10,6 +10,7 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from provisiond.http import ctx
+from provisiond.inventory import Node
 
 
 def bearer_token() -> str | None:
@@ -54,3 +55,18 @@ def require_node(hostname: str) -> None:
                        f"callbacks for {hostname} need its node token "
                        "(Authorization: Bearer <token from its kickstart/preseed>)",
                        f"the token is not {hostname}'s current token")
+
+
+def own_node_or_operator(node: Node, what: str) -> tuple[bool, bool]:
+    """(own, operator) for a page that carries the node's token (an answer file, the deploy
+    settings): served only to the node itself (its inventory address or its current DHCP
+    lease) or with the operator token; anyone else gets 403, naming what was asked."""
+    context = ctx()
+    peer = request.remote_addr or ""
+    lease = context.store.lease_for(node.mac)
+    own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
+    operator = is_operator(bearer_token())
+    if not (own or operator):
+        abort(403, description=f"the {what} of {node.hostname} is served only to that node "
+                               f"({node.ip}) or with the operator token; {peer} is neither")
+    return own, operator

@@ -22,7 +22,9 @@ from flask import Blueprint, Response, abort, request
 
 from provisiond.errors import UserError
 from provisiond.http import ctx, is_ascii_number, node_or_404
-from provisiond.http.auth import bearer_token, is_operator, require_node
+from provisiond.http.agent import UNIT as AGENT_UNIT
+from provisiond.http.agent import build_zipapp
+from provisiond.http.auth import own_node_or_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
 from provisiond.images.node_script import NodeIdentity, render_node_script
@@ -50,9 +52,9 @@ def _image_node(hostname: str) -> Node:
 
 
 def root_image(node: Node) -> Artifact | None:
-    """The newest cached root image for the node's OS and role."""
+    """The cached root image this provisiond built for the node's OS and role (its key)."""
     try:
-        return _cache().lookup(root_recipe(node.os_name, node.role).name)
+        return _cache().served(root_recipe(node.os_name, node.role))
     except RecipeError:
         return None
 
@@ -69,7 +71,7 @@ def ramdisk_file(os_name: str, name: str) -> Response:
         recipe = ramdisk_recipe(os_name)
     except RecipeError as exc:
         abort(404, description=str(exc))
-    artifact = _cache().lookup(recipe.name)
+    artifact = _cache().served(recipe)
     if artifact is None or name not in artifact.files:
         abort(404, description=f"no deploy ramdisk file {name} for {os_name} in {_cache().dir} "
                                "(build it: provisiond image build)")
@@ -80,13 +82,7 @@ def ramdisk_file(os_name: str, name: str) -> Response:
 def env(hostname: str) -> Response:
     node = _image_node(hostname)
     context = ctx()
-    peer = request.remote_addr or ""
-    lease = context.store.lease_for(node.mac)
-    own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
-    operator = is_operator(bearer_token())
-    if not (own or operator):
-        abort(403, description=f"the deploy settings of {node.hostname} are served only to that node "
-                               f"({node.ip}) or with the operator token; {peer} is neither")
+    own, operator = own_node_or_operator(node, "deploy settings page")
     image = root_image(node)
     if image is None:
         reason = (f"no root image for {node.os_name}/{node.role} in {context.config.image_cache} "
@@ -95,7 +91,7 @@ def env(hostname: str) -> Response:
             _fail(node, reason, {"phase": "image-lookup"})
         abort(503, description=reason)
     if own and not operator:
-        context.boot.answer_fetched(node, "deploy-env", peer)
+        context.boot.answer_fetched(node, "deploy-env", request.remote_addr or "")
     info = image.files["root.tar.zst"]
     base = context.url_base()
     values = {
@@ -149,6 +145,7 @@ def node_script(hostname: str) -> Response:
         prefixlen=home.network.prefixlen, gateway=str(home.gateway), firmware=node.firmware,
         server_url=context.url_base(), token=context.store.current_token(node.hostname),
         agent_credential=context.store.agent_credential(node.hostname),
+        agent_zipapp=build_zipapp(), agent_unit=AGENT_UNIT,
         dns=[str(server) for server in home.dns], ntp=list(home.ntp),
         root_password_hash=site.root_password_hash, ssh_authorized_keys=list(site.ssh_authorized_keys),
     )

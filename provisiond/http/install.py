@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, request
 
 from provisiond.boot.methods import METHODS
 from provisiond.http import ctx, node_or_404
-from provisiond.http.auth import bearer_token, is_operator
+from provisiond.http.auth import own_node_or_operator
 from provisiond.render import ServerInfo
 
 bp = Blueprint("install", __name__)
@@ -22,13 +22,7 @@ bp = Blueprint("install", __name__)
 def _serve(hostname: str, kind: str) -> Response:
     node = node_or_404(hostname)
     context = ctx()
-    peer = request.remote_addr or ""
-    lease = context.store.lease_for(node.mac)
-    own = peer == str(node.ip) or (lease is not None and lease.ip == peer)
-    operator = is_operator(bearer_token())
-    if not (own or operator):
-        abort(403, description=f"the {kind} of {node.hostname} is served only to that node "
-                               f"({node.ip}) or with the operator token; {peer} is neither")
+    own, operator = own_node_or_operator(node, kind)
     actual, text = context.renderer.install_config(
         node, ServerInfo(url=context.url_base(), token=context.store.current_token(node.hostname),
                          agent_credential=context.store.agent_credential(node.hostname))
@@ -37,7 +31,7 @@ def _serve(hostname: str, kind: str) -> Response:
         abort(404, description=f"{node.hostname} installs {node.os_name}, which uses a {actual}, "
                                f"not a {kind}")
     if own and not operator:
-        context.boot.answer_fetched(node, kind, peer)
+        context.boot.answer_fetched(node, kind, request.remote_addr or "")
     return Response(text, mimetype="text/plain")
 
 

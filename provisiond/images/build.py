@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from provisiond.errors import UserError
-from provisiond.http.agent import UNIT as AGENT_UNIT
-from provisiond.http.agent import build_zipapp
 from provisiond.images.cache import Artifact, ImageCache, publish
 from provisiond.images.recipes import RAMDISK_MODULES, ROOT_MODULE_TRIM, TRIM_PATHS, Recipe
 
@@ -75,13 +73,15 @@ def build_inputs(recipe: Recipe) -> list[bytes]:
     inputs = [Path(__file__).read_bytes()]
     if recipe.kind == "ramdisk":
         inputs += [path.read_bytes() for path in sorted(RAMDISK_FILES.iterdir())]
-    else:
-        inputs += [build_zipapp(), AGENT_UNIT.encode()]
     return inputs
 
 
 def _run(command: list[str], progress: Progress, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"image build: {' '.join(command[:4])} ... did not finish in {timeout:.0f} s (a machine "
+                        "this loaded: run the build again when it is quieter); nothing was published") from None
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
         raise UserError(f"image build: {' '.join(command[:3])} ... failed (exit {result.returncode}):\n"
@@ -158,7 +158,7 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     root = work / "root"
     _debootstrap(recipe, root, debs, progress)
     version = _kernel_version(root)
-    progress(f"configure: kernel {version}, LVM activation in the initramfs, agent, services")
+    progress(f"configure: kernel {version}, LVM activation in the initramfs, services")
     (root / "etc/fstab").unlink(missing_ok=True)  # the layout script writes it, by UUID, on the node
     for stage in LVM_ACTIVATE_STAGES:
         script = root / "etc/initramfs-tools/scripts" / stage / "provisiond-lvm"
@@ -170,13 +170,7 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     for relative in ROOT_MODULE_TRIM:
         shutil.rmtree(modules / relative, ignore_errors=True)
     _run(["chroot", str(root), "depmod", version], progress)
-    # The agent as the installers put it: the zipapp and unit provisiond serves (http/agent.py).
-    for directory, mode in (("usr/local/lib/provisiond-agent", 0o755), ("var/lib/provisiond-agent", 0o700),
-                            ("etc/provisiond", 0o700)):
-        (root / directory).mkdir(parents=True, exist_ok=True)
-        (root / directory).chmod(mode)
-    (root / "usr/local/lib/provisiond-agent/provisiond-agent.pyz").write_bytes(build_zipapp())
-    (root / "etc/systemd/system/provisiond-agent.service").write_text(AGENT_UNIT)
+    # The agent is not baked in: the deploy's node script writes it (no rebuild when it changes).
     (root / "etc/systemd/system/provisiond-ssh-keys.service").write_text(SSH_KEYS_UNIT)
     for key in root.glob("etc/ssh/ssh_host_*"):
         key.unlink()
@@ -185,7 +179,8 @@ def _build_root(recipe: Recipe, work: Path, out: Path, debs: Path, progress: Pro
     _run(["chroot", str(root), "systemctl", "enable", *recipe.services, "provisiond-ssh-keys.service"], progress)
     progress("initramfs (built here, natively: update-initramfs on a TCG node takes minutes)")
     with _chroot_mounts(root):
-        _run(["chroot", str(root), "update-initramfs", "-c", "-k", version], progress)
+        # zstd -9 of ~40 MB: ~1 min idle, it passed 600 s with six test suites on two cores.
+        _run(["chroot", str(root), "update-initramfs", "-c", "-k", version], progress, timeout=BUILD_TIMEOUT)
     (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
     _trim(root)
     tree = _tree_bytes(root)

@@ -3,7 +3,8 @@
     <cache>/<name>/<key>/   the artifact files, a <file>.sha256 beside each, meta.json
     <cache>/debs/           .deb files debootstrap downloaded (reused by the next build)
 
-The newest build of a name is the one served. Kept apart from the build code: the build
+The build with this provisiond's own content key is the one served (another checkout or
+version sharing the cache builds under other keys). Kept apart from the build code: the build
 code is part of every content key, the cache's bookkeeping is not.
 """
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.images.recipes import Recipe
+from provisiond.images.recipes import Recipe, RecipeError, ramdisk_recipe
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def sha256_file(path: Path) -> str:
 
 
 class ImageCache:
-    """The artifact cache: <dir>/<name>/<key>/ per build, newest per name is the current one."""
+    """The artifact cache: <dir>/<name>/<key>/ per build; served: the build with our own key."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
@@ -65,12 +66,22 @@ class ImageCache:
                 return artifact
         return None
 
+    def served(self, recipe: Recipe) -> Artifact | None:
+        """The build this provisiond serves for `recipe`: the one with its own content key (a
+        newer build by other code, sharing the cache, is not it)."""
+        from provisiond.images.build import build_inputs  # build.py imports this module
+
+        return self.lookup(recipe.name, recipe.key(*build_inputs(recipe)))
+
     def ramdisk_file(self, served_path: str) -> Path | None:
         """The cached file behind `images/ramdisk/<os>/<file>` (a TFTP name), or None."""
         parts = served_path.strip("/").split("/")
         if len(parts) != 4 or parts[:2] != ["images", "ramdisk"]:
             return None
-        artifact = self.lookup(f"ramdisk-{parts[2]}")
+        try:
+            artifact = self.served(ramdisk_recipe(parts[2]))
+        except RecipeError:
+            return None
         if artifact is None or parts[3] not in artifact.files:
             return None
         return artifact.path / parts[3]
@@ -78,11 +89,31 @@ class ImageCache:
     def remove(self, what: str) -> list[Artifact]:
         """Remove every build whose name is `what` or whose key starts with `what` (6+ chars)."""
         gone = [a for a in self.artifacts() if a.name == what or (len(what) >= 6 and a.key.startswith(what))]
-        for artifact in gone:
+        self._delete(gone)
+        return gone
+
+    def prune(self, keep: int, protect: frozenset[str] = frozenset()) -> list[Artifact]:
+        """Remove all but the `keep` newest builds of every name, and never a build whose key
+        is in `protect` (the ones this provisiond serves); returns what was removed. Each rebuild
+        after a change of a recipe, the build code or the ramdisk's scripts leaves the previous
+        build behind (~70-190 MB each)."""
+        if keep < 1:
+            raise ValueError("keep at least the newest build of each name")
+        seen: dict[str, int] = {}
+        gone = []
+        for artifact in self.artifacts():  # newest first per name
+            seen[artifact.name] = seen.get(artifact.name, 0) + 1
+            if seen[artifact.name] > keep and artifact.key not in protect:
+                gone.append(artifact)
+        self._delete(gone)
+        return gone
+
+    @staticmethod
+    def _delete(artifacts: list[Artifact]) -> None:
+        for artifact in artifacts:
             shutil.rmtree(artifact.path)
             with contextlib.suppress(OSError):
                 artifact.path.parent.rmdir()
-        return gone
 
 
 def publish(staging: Path, files: list[Path], recipe: Recipe, key: str, cache: ImageCache,

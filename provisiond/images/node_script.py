@@ -3,7 +3,9 @@
 
 identity: host name, hosts, the static network (systemd-networkd, matched by MAC), DNS, NTP,
 root's password hash and SSH keys, the node token, and the agent's settings (agent.conf:
-server URL, host name) and its agent credential, as the kickstart and preseed write them.
+server URL, host name) and its agent credential, as the kickstart and preseed write them; and
+the agent itself (zipapp + unit, enabled): carried in this script rather than baked into the
+root image, so a change of the agent needs no image rebuild.
 bootloader: GRUB for the node's firmware: BIOS on the disk's MBR; UEFI on the ESP with a
 firmware boot entry (when the NVRAM takes one) and the removable path as the fallback.
 
@@ -13,8 +15,13 @@ served only to that node with its token (like the kickstart).
 
 from __future__ import annotations
 
+import base64
 import shlex
+import textwrap
 from dataclasses import dataclass, field
+
+AGENT_PYZ = "/usr/local/lib/provisiond-agent/provisiond-agent.pyz"
+AGENT_UNIT = "/etc/systemd/system/provisiond-agent.service"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class NodeIdentity:
     server_url: str
     token: str
     agent_credential: str
+    agent_zipapp: bytes  # the agent as served at /agent/provisiond-agent.pyz
+    agent_unit: str
     dns: list[str] = field(default_factory=list)
     ntp: list[str] = field(default_factory=list)
     root_password_hash: str | None = None
@@ -67,15 +76,32 @@ def identity_lines(node: NodeIdentity) -> list[str]:
     if node.ntp:
         lines += _write("/etc/chrony/sources.d/provisiond.sources",
                         "".join(f"server {server} iburst\n" for server in node.ntp))
+    lines += ['mkdir -p -m 0700 "$TARGET/etc/provisiond"']
     lines += _write("/etc/provisiond/node.token", node.token + "\n", mode="0600")
     lines += _write("/etc/provisiond/agent.conf", f"server_url={node.server_url}\nhostname={node.hostname}\n")
     lines += _write("/etc/provisiond/agent.credential", node.agent_credential + "\n", mode="0600")
+    lines += agent_lines(node)
     if node.root_password_hash:
         lines.append(f'chroot "$TARGET" usermod -p {_q(node.root_password_hash)} root')
     if node.ssh_authorized_keys:
         lines += _write("/root/.ssh/authorized_keys", "\n".join(node.ssh_authorized_keys) + "\n", mode="0600")
         lines.append('chmod 0700 "$TARGET/root/.ssh"')
     return lines
+
+
+def agent_lines(node: NodeIdentity) -> list[str]:
+    """The agent's zipapp (base64 in a quoted heredoc) and its unit, enabled for first boot."""
+    encoded = textwrap.wrap(base64.b64encode(node.agent_zipapp).decode(), 76)
+    wants = "/etc/systemd/system/multi-user.target.wants"
+    return [
+        'step "agent: zipapp and unit"',
+        f'mkdir -p "$TARGET"{_q(AGENT_PYZ.rsplit("/", 1)[0])} "$TARGET"{wants}',
+        'mkdir -p -m 0700 "$TARGET/var/lib/provisiond-agent"',
+        f"base64 -d > \"$TARGET\"{_q(AGENT_PYZ)} <<'PROVISIOND_EOF'", *encoded, "PROVISIOND_EOF",
+        f'chmod 0755 "$TARGET"{_q(AGENT_PYZ)}',
+        *_write(AGENT_UNIT, node.agent_unit),
+        f'ln -sf {AGENT_UNIT} "$TARGET"{wants}/provisiond-agent.service',
+    ]
 
 
 def bootloader_lines(node: NodeIdentity) -> list[str]:

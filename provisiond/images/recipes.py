@@ -2,7 +2,8 @@
 the deploy ramdisk, and the content key that names each build in the cache.
 
 Pure: no I/O. `provisiond.images.build` runs the recipes; a build is reused as long as its
-key (OS, role, suite, mirror, package list, build scripts, agent bytes) is unchanged.
+key (OS, role, suite, mirror, package list, build code, ramdisk scripts) is unchanged; the
+agent is not in the image (the node script writes it at deploy time).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ ROLE_PACKAGES = {
 # The role's services are not enabled here: the agent's manifest enables and starts them
 # (glusterd: Debian ships it disabled). Enabled at boot, glusterd.service, which is ordered
 # Before=network-online.target, held the agent back: on loaded TCG lab nodes its start hit the
-# unit's 300 s timeout and restarted, and the first boot waited over 30 min.
-BASE_SERVICES = ("systemd-networkd.service", "ssh.service", "provisiond-agent.service")
+# unit's 300 s timeout and restarted, and the first boot waited over 30 min. The agent itself is
+# not in the image: the deploy's node script writes and enables it.
+BASE_SERVICES = ("systemd-networkd.service", "ssh.service")
 
 # The deploy ramdisk: what the layout script, the image writer and the reporting need.
 RAMDISK_PACKAGES = (
@@ -84,7 +86,7 @@ class Recipe:
         return f"root-{self.os_name}-{self.role}" if self.kind == "root" else f"ramdisk-{self.os_name}"
 
     def key(self, *inputs: bytes) -> str:
-        """The content key: this recipe plus the build scripts and agent bytes it uses."""
+        """The content key: this recipe plus the build code and ramdisk scripts it uses."""
         digest = hashlib.sha256(json.dumps(
             {"kind": self.kind, "os": self.os_name, "role": self.role, "suite": self.suite,
              "mirror": self.mirror, "packages": sorted(self.packages), "services": self.services},

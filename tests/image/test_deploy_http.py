@@ -6,6 +6,7 @@ cache laid out by the builder's own publishing code."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 from dataclasses import replace
@@ -19,6 +20,7 @@ from provisiond import nodes
 from provisiond.config import Config
 from provisiond.http import create_app
 from provisiond.images import cache as image_cache
+from provisiond.images.build import build_inputs
 from provisiond.images.cache import ImageCache
 from provisiond.images.recipes import ramdisk_recipe, root_recipe
 from provisiond.inventory import InventoryError, load_inventory
@@ -39,14 +41,16 @@ IMG2 = {"REMOTE_ADDR": "10.213.0.12"}
 IMAGE_BYTES = b"not really zstd, but real bytes with a real checksum" * 100
 
 
-def publish(cache: ImageCache, recipe, files: dict[str, bytes]) -> None:
-    staging = cache.dir / f".staging-{recipe.name}"
+def publish(cache: ImageCache, recipe, files: dict[str, bytes], key: str | None = None) -> None:
+    """A build of `recipe` in the cache, by default under the key this code gives it."""
+    key = key or recipe.key(*build_inputs(recipe))
+    staging = cache.dir / f".staging-{recipe.name}-{key}"
     staging.mkdir(parents=True)
     paths = []
     for name, data in files.items():
         (staging / name).write_bytes(data)
         paths.append(staging / name)
-    image_cache.publish(staging, paths, recipe, "k" * 64, cache, 0.0, {})
+    image_cache.publish(staging, paths, recipe, key, cache, 0.0, {})
 
 
 @pytest.fixture
@@ -207,6 +211,15 @@ def test_node_script_is_valid_shell_and_writes_the_identity(env, tmp_path):
     assert credential.read_text() == store.agent_credential("img1") + "\n"
     assert credential.stat().st_mode & 0o777 == 0o600
     assert "10.213.0.11\timg1.lab.example\timg1" in (target / "etc/hosts").read_text()
+    assert (target / "etc/provisiond").stat().st_mode & 0o777 == 0o700
+    # The agent comes with the node script (not baked into the image): the bytes served at /agent/.
+    pyz = target / "usr/local/lib/provisiond-agent/provisiond-agent.pyz"
+    assert pyz.read_bytes() == client.get("/agent/provisiond-agent.pyz").data
+    assert (target / "etc/systemd/system/provisiond-agent.service").read_text() == \
+        client.get("/agent/provisiond-agent.service").get_data(as_text=True)
+    wants = target / "etc/systemd/system/multi-user.target.wants/provisiond-agent.service"
+    assert os.readlink(wants) == "/etc/systemd/system/provisiond-agent.service"
+    assert (target / "var/lib/provisiond-agent").stat().st_mode & 0o777 == 0o700
     usage = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=10)
     assert usage.returncode == 2 and "usage" in usage.stderr
 
@@ -228,3 +241,23 @@ def test_image_method_is_debian_only(tmp_path):
     (tmp_path / "inventory.yaml").write_text(INVENTORY.replace("install: installer", "install: floppy"))
     with pytest.raises(InventoryError, match="install"):
         load_inventory(tmp_path / "inventory.yaml")
+
+
+def test_only_the_build_with_this_codes_key_is_served(env):
+    """A newer build of the same name by other code sharing the cache (another checkout, an
+    older or newer provisiond) is neither served nor offered: its bytes are not ours."""
+    client, store, _, cache = env
+    publish(cache, ramdisk_recipe("debian12"), {"vmlinuz": b"other kernel", "initrd.img": b"other"}, key="f" * 64)
+    publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": b"other image"}, key="e" * 64)
+    assert cache.lookup("root-debian12-compute").key == "e" * 64  # the newest ...
+    assert client.get("/images/ramdisk/debian12/vmlinuz").data == b"kernel" * 10  # ... is not served
+    served = client.boot_service.tftp_responder("images/ramdisk/debian12/initrd.img", "10.213.0.11")
+    assert isinstance(served, Path) and served.read_bytes() == b"initrd" * 10
+    values = settings(client, IMG1)
+    assert values["IMAGE_SHA256"] == hashlib.sha256(IMAGE_BYTES).hexdigest()
+    token = {"Authorization": "Bearer " + store.current_token("img1")}
+    assert client.get("/deploy/img1/root.tar.zst", headers=token).data == IMAGE_BYTES
+    cache.remove("root-debian12-compute")
+    publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": b"other image"}, key="e" * 64)
+    reply = client.get("/deploy/img1/env", environ_base=IMG1)
+    assert reply.status_code == 503 and b"provisiond image build --role compute" in reply.data

@@ -34,11 +34,13 @@ def test_keys_follow_content():
     assert compute.name == "root-debian12-compute"
 
 
-def test_build_inputs_hold_the_ramdisk_scripts_and_the_agent():
+def test_build_inputs_hold_the_ramdisk_scripts_but_not_the_agent():
+    """The agent comes with the node script at deploy time: changing it rebuilds no image."""
     ramdisk = build_inputs(ramdisk_recipe("debian12"))
     init = (Path(__file__).resolve().parents[2] / "provisiond/images/ramdisk/init").read_bytes()
     assert init in ramdisk
-    assert build_zipapp() in build_inputs(root_recipe("debian12", "compute"))  # the agent the image holds
+    assert build_zipapp() not in build_inputs(root_recipe("debian12", "compute"))
+    assert "provisiond-agent.service" not in root_recipe("debian12", "compute").services
 
 
 def test_unsupported_os_or_role_is_a_clear_error():
@@ -82,3 +84,41 @@ def test_image_build_without_roles_or_inventory_says_what_to_do(tmp_path, capsys
     monkeypatch.chdir(tmp_path)
     assert main(["image", "build", "--cache-dir", str(tmp_path)]) == 1
     assert "name the roles to build (--role compute)" in capsys.readouterr().err
+
+
+def test_image_prune_keeps_the_newest_builds_of_each_name(tmp_path, capsys):
+    cache = ImageCache(tmp_path / "cache")
+    compute, controller = root_recipe("debian12", "compute"), root_recipe("debian12", "controller")
+    for index, key in enumerate(("a", "b", "c")):  # built one after another: c is the newest
+        publish(cache, compute, key * 64)
+        meta = cache.dir / compute.name / (key * 64) / "meta.json"
+        meta.write_text(meta.read_text().replace('"built_at":', f'"built_at": {1000 + index}, "was":'))
+    publish(cache, controller, "d" * 64)
+    assert main(["image", "prune", "--keep", "2", "--cache-dir", str(cache.dir)]) == 0
+    assert "removed root-debian12-compute aaaaaaaaaaaa" in capsys.readouterr().out
+    assert [a.key[0] for a in cache.artifacts()] == ["c", "b", "d"]
+    assert not (cache.dir / compute.name / ("a" * 64)).exists()
+    assert main(["image", "prune", "--cache-dir", str(cache.dir)]) == 0  # default: keep the newest
+    out = capsys.readouterr().out
+    assert "removed root-debian12-compute bbbbbbbbbbbb" in out and "removed 1 build(s)" in out
+    assert [(a.name, a.key[0]) for a in cache.artifacts()] == [(compute.name, "c"), (controller.name, "d")]
+    # The build this code serves (its own key) stays, however old: another checkout sharing
+    # the cache may have built newer ones under other keys.
+    own = compute.key(*build_inputs(compute))
+    publish(cache, compute, own)
+    (cache.dir / compute.name / own / "meta.json").write_text(
+        (cache.dir / compute.name / own / "meta.json").read_text().replace('"built_at":', '"built_at": 1, "was":'))
+    assert main(["image", "prune", "--cache-dir", str(cache.dir)]) == 0
+    assert "removed 0 build(s)" in capsys.readouterr().out
+    assert cache.served(compute).key == own and cache.lookup(compute.name).key == "c" * 64
+    assert main(["image", "prune", "--keep", "0", "--cache-dir", str(cache.dir)]) == 1
+    assert "keep at least 1 build per name" in capsys.readouterr().err
+    assert len(cache.artifacts()) == 3
+
+
+def test_a_build_step_that_runs_too_long_is_a_clear_error():
+    from provisiond.errors import UserError
+    from provisiond.images.build import _run
+
+    with pytest.raises(UserError, match=r"image build: sleep 5 \.\.\. did not finish in 1 s .*nothing was published"):
+        _run(["sleep", "5"], print, timeout=1)
