@@ -16,7 +16,7 @@ paths in the file are relative to the file's directory, so a site directory can 
     http_idle_timeout = 60                # seconds a connection may send nothing before it is closed
     tftp_root = "/srv/provisiond/tftp"
     tftp_port = 69
-    tftp_max_transfers = 256              # TFTP transfers at once, for all clients
+    tftp_max_transfers = 1024             # TFTP transfers at once, for all clients
     tftp_max_per_client = 8               # ... and from one client address
     tftp_max_silence = 30                 # seconds a transfer waits for a client that went quiet
     deadline_check_seconds = 10           # how often overdue nodes are failed
@@ -133,7 +133,7 @@ class Config:
     http_idle_timeout: int = 60
     tftp_root: Path = Path("/srv/provisiond/tftp")
     tftp_port: int = 69
-    tftp_max_transfers: int = 256
+    tftp_max_transfers: int = 1024
     tftp_max_per_client: int = 8
     tftp_max_silence: float = 30.0
     deadline_check_seconds: float = 10.0

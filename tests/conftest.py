@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,51 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if not item.get_closest_marker("openstack")]
+
+
+# The network namespaces the tests' own helpers create, each name carrying the creating
+# pytest's PID (mod 100000): netlab.veth_pair (`<prefix>-s|c<pid><tag>`), relaylab.relay_lab,
+# serve/firmware_lab, dhcp/test_dhcp_qemu and agent/gluster_lab. Their bridges, veths and taps
+# live inside them and go with them. The lab's (`plab-<pid>`, host taps `pt<pid>n<i>`) are
+# provisiond.lab.network's to sweep. A name that matches none of these is never touched.
+TEST_NAMESPACE = re.compile(
+    r"(?:(?:pdhcp|psrv|pdoc|pdh|pos)-[sc]|prl-[src]|pdhcp-q|pfw-|agsrv|ag)(\d+)(?:[a-z]+|n\d+)?")
+
+
+def _live_pid_tails() -> set[int]:
+    """Every live PID mod 100000 (what the test names embed)."""
+    return {int(entry.name) % 100000 for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+
+
+def sweep_test_networks() -> list[str]:
+    """Remove the namespaces (with what is in them) that test runs killed before their cleanup
+    left behind: only this project's test names, and only when no live process has the PID in
+    the name (a parallel run's are its own). Returns what was removed."""
+    from pyroute2 import netns
+
+    from provisiond.lab.network import sweep as sweep_labs
+
+    live = _live_pid_tails()
+    removed = []
+    for name in netns.listnetns():
+        match = TEST_NAMESPACE.fullmatch(name)
+        if match and int(match.group(1)) not in live:
+            try:
+                netns.remove(name)
+            except OSError:  # gone meanwhile (another run's sweep)
+                continue
+            removed.append(name)
+    return removed + sweep_labs()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Leftovers of killed runs would collide with this run's names (same PID later) and
+    accumulate; they go first (root only: nothing to sweep without it)."""
+    if os.geteuid() == 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for name in sweep_test_networks():
+            if reporter is not None:
+                reporter.write_line(f"swept {name} (left by a test run that is gone)")
 
 
 def require_root() -> None:

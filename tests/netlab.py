@@ -7,6 +7,7 @@ between the two ends. Used by the DHCP and serve tests (and the lab's tests late
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,18 @@ def in_netns(name: str) -> Iterator[None]:
         yield
     finally:
         popns()
+
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process the test started: `sig`, then SIGKILL after 20 s (bounded either way)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 @dataclass

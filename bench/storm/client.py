@@ -61,6 +61,7 @@ class Phase:
     retries: int = 0
     bytes: int = 0
     error: str = ""
+    retried: list[str] = field(default_factory=list)  # why each retry was needed
 
 
 @dataclass
@@ -416,6 +417,7 @@ async def http(node: Node, phase_name: str, method: str, url: str, keep_body: bo
             if attempt == HTTP_TRIES - 1:
                 raise Failed(f"{phase_name}: {exc}") from None
             phase.retries += 1
+            phase.retried.append(f"{time.monotonic():.1f}: {type(exc).__name__}: {exc}")
             await asyncio.sleep(HTTP_PAUSE)
     raise AssertionError("unreachable")
 

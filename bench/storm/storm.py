@@ -191,12 +191,16 @@ def wait_listening(daemons: Daemons, ports: list[str], limit: float = 180) -> No
         time.sleep(0.3)
 
 
+SERVE_EXTRA: list[str] = []  # --serve KEY=VALUE: more [serve] lines of provisiond.toml
+
+
 def start_provisiond(work: Path, daemons: Daemons, nodes: int) -> str:
     tftp = work / "tftp"
     tftp.mkdir(exist_ok=True)
     (work / "provisiond.toml").write_text(
         f'inventory = "{work / "inventory.yaml"}"\nstate_dir = "{work / "state"}"\n'
-        f'[serve]\ntftp_root = "{tftp}"\nhttp_port = 8080\n')
+        f'[serve]\ntftp_root = "{tftp}"\nhttp_port = 8080\n' + "".join(
+            f"{line}\n" for line in SERVE_EXTRA))
     # Arm every node as `provisiond provision --all` does, minus the IPMI power-on.
     arm = ("import sys; from provisiond import nodes; from provisiond.inventory import "
            "load_inventory; inv = load_inventory(sys.argv[1]); "
@@ -418,12 +422,18 @@ def summarize(stack: str, nodes: int, start: float, outs: list[Path], load_befor
                 if r["phases"].get("answer", {}).get("end")]
     all_answered = max(answered) if len(answered) == nodes else None
     all_installing = (max(seen.values()) - start) if len(seen) == nodes else None
+    retried: dict[str, int] = {}  # why nodes retried, by cause (time stripped)
+    for r in records:
+        for name, phase in r["phases"].items():
+            for why in phase.get("retried", []):
+                cause = f"{name}: {why.split(': ', 1)[-1]}"
+                retried[cause] = retried.get(cause, 0) + 1
     reasons: dict[str, int] = {}
     for r in failures:
         reason = r.get("failed", "no result")
         reasons[reason] = reasons.get(reason, 0) + 1
     return {"stack": stack, "nodes": nodes, "waves": waves, "phases": phases, "failures": len(failures),
-            "reasons": reasons, "all_answer_fetched": all_answered,
+            "reasons": reasons, "retried": retried, "all_answer_fetched": all_answered,
             "all_installing_api": all_installing, "load": (load_before, load_after)}
 
 
@@ -433,6 +443,8 @@ def show(result: dict) -> None:
           f"all answer files fetched at {fmt(s['all_answer_fetched'])} s, all installing in "
           f"the API at {fmt(s['all_installing_api'])} s, load {s['load'][0]:.1f} -> "
           f"{s['load'][1]:.1f}", flush=True)
+    for cause, count in sorted(s["retried"].items(), key=lambda item: -item[1])[:10]:
+        print(f"   retried {count} x {cause}", flush=True)
     for name, p in s["phases"].items():
         print(f"   {name:17} done {p['done']:5}  p50 {p['p50']:7.2f} s  p99 {p['p99']:7.2f} s"
               f"  retries {p['retries']}", flush=True)
@@ -479,12 +491,15 @@ def main() -> int:
                         help="seconds from one wave's start to the next's")
     parser.add_argument("--limit", type=float, default=900,
                         help="seconds one storm may take; unfinished nodes count as failed")
+    parser.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [serve] setting of provisiond.toml, e.g. tftp_max_transfers=1024")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (configs, daemon logs, results)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("storm: needs root (namespaces, a bridge, DHCP)", file=sys.stderr)
         return 2
+    SERVE_EXTRA.extend(args.serve)
     stacks = [s for s in args.stacks.split(",") if s]
     for stack in stacks:
         if stack not in STARTERS:
@@ -492,6 +507,8 @@ def main() -> int:
     sizes = args.nodes or [100]
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
           f"load {os.getloadavg()[0]:.2f}; command: {' '.join(sys.argv)}", flush=True)
+    for path in [INSTALLER / "linux", INSTALLER / "initrd.gz", *LOADERS.values()]:
+        path.read_bytes()  # in the page cache before the first stack, as for the others
     work = Path(tempfile.mkdtemp(prefix="bench-storm-"))
     os.chmod(work, 0o755)
     results = []

@@ -20,8 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="directory to serve; nothing outside it is ever sent")
     parser.add_argument("--address", default="0.0.0.0", help="IPv4 address to listen on")
     parser.add_argument("--port", type=int, default=69, help="UDP port (default 69)")
-    parser.add_argument("--max-transfers", type=int, default=256, metavar="N",
-                        help="concurrent transfers before new requests get 'busy'")
+    parser.add_argument("--max-transfers", type=int, default=1024, metavar="N",
+                        help="concurrent transfers; further requests wait in line (docs/tftp.md)")
     parser.add_argument("--engine", choices=("native", "python"), default="native",
                         help="where transfers run: the native sender (default) or the Python "
                              "loop (its fallback; for comparison)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.config import Config
+from provisiond.images.recipes import Recipe, ramdisk_recipe, root_recipe
 from provisiond.inventory import Inventory
 
 # Path prefix -> what provides the files below it (Debian 12 packages, as laid out by them).
@@ -70,11 +71,13 @@ def needed_assets(inventory: Inventory, config: Config) -> list[Needed]:
             for (path, what, os_name), hosts in by_path.items()]
 
 
-def needed_images(inventory: Inventory) -> dict[str, list[str]]:
-    """Image-cache artifacts (ramdisk-OS, root-OS-ROLE) -> the image-method nodes needing them."""
-    names: dict[str, list[str]] = {}
+def needed_images(inventory: Inventory) -> dict[Recipe, list[str]]:
+    """Image-cache artifacts (the ramdisk of each OS, the root image of each OS and role) ->
+    the image-method nodes needing them. Recipes, not names: what is served is the build with
+    this code's key (ImageCache.served), not any build of the name."""
+    needed: dict[Recipe, list[str]] = {}
     for node in inventory.nodes:
         if node.install_method == "image":
-            for name in (f"ramdisk-{node.os_name}", f"root-{node.os_name}-{node.role}"):
-                names.setdefault(name, []).append(node.hostname)
-    return names
+            for recipe in (ramdisk_recipe(node.os_name), root_recipe(node.os_name, node.role)):
+                needed.setdefault(recipe, []).append(node.hostname)
+    return needed

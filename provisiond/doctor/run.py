@@ -170,12 +170,17 @@ def _assets(inventory: Inventory, config: Config) -> list[Result]:
             results.append(Result("assets", Status.FAIL, f"{need.what} missing: {need.path} (needed by {nodes})",
                                   need.provider, str(need.path)))
     cache = ImageCache(config.image_cache)
-    for name, hosts in assets.needed_images(inventory).items():
-        if cache.lookup(name) is None:
-            results.append(Result("assets", Status.FAIL, f"image {name} is not built (needed by {', '.join(hosts)})",
+    for recipe, hosts in assets.needed_images(inventory).items():
+        name, needed_by = recipe.name, ", ".join(hosts)
+        if cache.served(recipe) is not None:
+            results.append(Result("assets", Status.OK, f"image {name} built", subject=name))
+        elif cache.lookup(name) is not None:  # another provisiond's build: not served here
+            results.append(Result("assets", Status.FAIL, f"image {name} is built only by other code "
+                                  f"(another version or checkout; this one does not serve it; needed by {needed_by})",
                                   "run `provisiond image build`", name))
         else:
-            results.append(Result("assets", Status.OK, f"image {name} built", subject=name))
+            results.append(Result("assets", Status.FAIL, f"image {name} is not built (needed by {needed_by})",
+                                  "run `provisiond image build`", name))
     return results
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python does not export it
 DEFAULT_RETRIES = 5
-MAX_TRANSFERS = 256
+MAX_TRANSFERS = 1024  # a row of racks booting at once (bench/storm: 1,000 nodes)
 MAX_PER_CLIENT = 8  # transfers one client address may have at once (a booting box needs 1-2)
 MAX_SILENCE = 30.0  # seconds a transfer waits for a client that stopped answering
 # Requests beyond max_transfers wait in line (a boot storm) instead of getting an ERROR, which

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import LAB_SITE_YAML, require_program, require_root
-from netlab import run
+from netlab import run, stop_process
 
 from provisiond.lab.network import LabNetwork
 from provisiond.lab.ports import free_udp_ports
@@ -44,16 +43,6 @@ def build_images(role: str) -> str:
                             capture_output=True, text=True, timeout=BUILD_LIMIT)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from flask.testing import FlaskClient
 
 from provisiond import nodes
 from provisiond.config import Config
+from provisiond.doctor.checks import Status
+from provisiond.doctor.run import DoctorOptions, run_doctor
 from provisiond.http import create_app
 from provisiond.images import cache as image_cache
 from provisiond.images.build import build_inputs
@@ -261,3 +263,18 @@ def test_only_the_build_with_this_codes_key_is_served(env):
     publish(cache, root_recipe("debian12", "compute"), {"root.tar.zst": b"other image"}, key="e" * 64)
     reply = client.get("/deploy/img1/env", environ_base=IMG1)
     assert reply.status_code == 503 and b"provisiond image build --role compute" in reply.data
+
+
+def test_doctor_counts_only_the_builds_this_code_serves(env, tmp_path):
+    """doctor agrees with serve: a build of the name by other code (its key) is not this one's."""
+    cache = env[3]
+    publish(cache, root_recipe("debian12", "controller"), {"root.tar.zst": b"other image"}, key="d" * 64)
+    config = replace(Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "state"),
+                     image_cache=cache.dir)
+    report = run_doctor(config, DoctorOptions(skip=frozenset({"port", "bmc", "dns", "answers"})))
+    images = {r.subject: r for r in report.results if r.check == "assets" and r.subject.startswith(("root-", "ram"))}
+    assert images["ramdisk-debian12"].status is Status.OK
+    assert images["root-debian12-compute"].status is Status.OK
+    controller = images["root-debian12-controller"]
+    assert controller.status is Status.FAIL and controller.fix == "run `provisiond image build`"
+    assert "only by other code" in controller.message and "needed by ctl1" in controller.message

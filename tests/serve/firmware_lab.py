@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conftest import require_program, require_root
+from netlab import stop_process
 from serve_lab import PROVISIOND, run
 
 LOCAL_MARKER = "PROVISIOND-LOCAL-DISK"
@@ -30,16 +31,6 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/pxe-e1000.rom")
 DI = Path("/usr/lib/debian-installer/images/12/amd64/text")
 CACHE = Path(os.environ.get("PROVISIOND_TEST_CACHE", "/var/cache/provisiond/test-firmware"))
-
-
-def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def bios_disk(directory: Path) -> Path:
@@ -183,7 +174,7 @@ class FirmwareLab:
 
     def power_off(self, vm: Vm) -> None:
         if vm.process is not None:
-            _stop(vm.process, signal.SIGKILL)
+            stop_process(vm.process, signal.SIGKILL)
             vm.process = None
 
     def wait(self, what: str, check, vms: list[Vm], limit: float) -> None:
@@ -234,5 +225,5 @@ def firmware_lab(workdir: Path, inventory: str, config: str) -> Iterator[Firmwar
         for vm in lab.vms:
             lab.power_off(vm)
         if lab.serve is not None:
-            _stop(lab.serve)
+            stop_process(lab.serve)
         run("ip", "netns", "del", ns, check=False)
