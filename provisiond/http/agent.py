@@ -124,7 +124,12 @@ def manifest(hostname: str) -> Response:
     try:
         body = manifests().for_node(node, ctx().url_base(), ctx().store.site_secret)
     except UserError as exc:
-        abort(500, description=f"cannot make the manifest of {node.hostname}: {exc}")
+        # The inventory (or an operator's template) cannot give this node a manifest: that is
+        # no server fault the agent should retry (409, not 5xx), and the node fails now with
+        # the reason instead of sitting in `installed` until its deadline.
+        reason = f"cannot make the manifest of {node.hostname}: {exc}"
+        ctx().store.observe(node.hostname, Event.AGENT_FAILED, Source.HTTP, reason=reason)
+        abort(409, description=f"{reason}; fix the inventory, then restart the agent")
     return jsonify(body)
 
 

@@ -96,6 +96,26 @@ def test_the_credential_is_not_the_install_token_and_is_in_the_install_pages(sit
     assert "systemctl enable provisiond-agent.service" in post
 
 
+def test_a_manifest_that_cannot_be_made_fails_the_node_with_the_reason(tmp_path):
+    """A site without compute nodes has no GlusterFS bricks: the controller's manifest cannot
+    be made. That is the inventory's fault, not the server's: 409 (the agent stops retrying)
+    and the node fails at once with the reason, instead of waiting out its deadline."""
+    (tmp_path / "inventory.yaml").write_text(LAB_SITE_YAML + """\
+nodes:
+  - {hostname: ctl, mac: "52:54:00:15:00:10", role: controller, ip: 10.213.0.10, disk: {device: vda, size: 80G}}
+""")
+    config = Config(inventory=tmp_path / "inventory.yaml", state_dir=tmp_path / "state")
+    inventory = load_inventory(config.inventory)
+    store = open_store(config.state_dir, inventory)
+    client = create_app(config, inventory, store, base_url="http://10.213.0.1:8080").test_client()
+    installed(store, "ctl")
+    reply = client.get("/api/v1/nodes/ctl/manifest", headers=bearer(store.agent_credential("ctl")))
+    assert reply.status_code == 409
+    assert "at least one compute node" in reply.json["detail"] and "fix the inventory" in reply.json["detail"]
+    record = store.node("ctl")
+    assert record.state is State.FAILED and "cannot make the manifest of ctl" in record.reason
+
+
 def test_a_nodes_manifest_holds_only_its_roles_secrets_resolved_and_render_masks_them(site, client, monkeypatch):
     _, store, config = site
     monkeypatch.setitem(SECRET_SCOPES, "db-pass", frozenset({"controller"}))
@@ -110,7 +130,7 @@ def test_a_nodes_manifest_holds_only_its_roles_secrets_resolved_and_render_masks
     # The template may not hand a controller secret to a compute node: the manifest is refused.
     part.write_text(SECRET_PART)
     refused = client.get("/api/v1/nodes/c1/manifest", headers=bearer(store.agent_credential("c1")))
-    assert refused.status_code == 500 and "db-pass may not be given to a compute node" in refused.json["detail"]
+    assert refused.status_code == 409 and "db-pass may not be given to a compute node" in refused.json["detail"]
     assert value not in refused.get_data(as_text=True)
     # A secret that leaks into a step's message is masked before it is stored.
     part.write_text("{% if role == 'controller' %}" + SECRET_PART + "{% endif %}")
