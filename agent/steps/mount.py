@@ -1,4 +1,13 @@
-"""mount: one /etc/fstab line for the mount point, and the file system mounted there."""
+"""mount: one /etc/fstab line for the mount point, and the file system mounted there.
+
+Where systemd is init of the agent's mount namespace (a booted node), the mount is made by
+systemd from that fstab line (`systemctl start <path>.mount`), as at boot, and never by the
+agent's own `mount`: a FUSE file system's daemon (glusterfs) stays in the cgroup of whoever ran
+`mount`, and systemd kills what is left in the agent service's cgroup when the agent exits, so
+the volume would vanish (or, with nothing mounted there any more, the instances would silently
+land on the local disk) the moment the node is ready. In a mount namespace of its own (tests,
+a chroot) the agent runs `mount` itself.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +49,41 @@ def mounted_source(path: str) -> str | None:
     return result.stdout.strip() or None if result.ok else None
 
 
+def systemd_mounts_here() -> bool:
+    """True when systemd is running and is init of this process's mount namespace."""
+    if not os.path.isdir("/run/systemd/system"):
+        return False
+    try:
+        return os.readlink("/proc/self/ns/mnt") == os.readlink("/proc/1/ns/mnt")
+    except OSError:
+        return False
+
+
+def mount_unit(path: str, timeout: float) -> str:
+    """The name systemd gives the mount unit of `path` (var-lib-nova-instances.mount)."""
+    result = system.run(["systemd-escape", "--path", "--suffix=mount", path], timeout=timeout, check=True,
+                        what=f"systemd-escape {path}")
+    return result.stdout.strip()
+
+
+def mount_by_systemd(path: str, remount: bool, timeout: float) -> None:
+    """Make systemd (re)mount `path` from /etc/fstab: the mount and its daemon belong to the
+    mount unit, which outlives the agent."""
+    unit = mount_unit(path, timeout)
+    system.run(["systemctl", "daemon-reload"], timeout=timeout, check=True, what="systemctl daemon-reload")
+    result = system.run(["systemctl", "restart" if remount else "start", unit], timeout=timeout)
+    if not result.ok:
+        journal = system.run(["journalctl", "--no-pager", "-q", "-n", "15", "-u", unit], timeout=timeout)
+        raise StepFailed(f"systemd could not mount {path} ({unit}): exit status {result.returncode}; "
+                         f"its log follows", system.tail(journal.stdout or result.stderr))
+
+
+def mount_directly(path: str, remount: bool, timeout: float) -> None:
+    if remount:
+        system.run(["umount", path], timeout=timeout, check=True, what=f"umount {path}")
+    system.run(["mount", path], timeout=timeout, check=True, what=f"mount {path}")
+
+
 def check_writable(path: str) -> None:
     probe = os.path.join(path, f".provisiond-agent-{uuid.uuid4().hex}")
     try:
@@ -72,10 +116,9 @@ def apply(step: dict[str, Any], ctx: Any) -> Outcome:
     if "fstab" in actions:
         write_atomically(FSTAB, new.encode(), None, -1, -1)
     os.makedirs(path, exist_ok=True)
-    if "remount" in actions:
-        system.run(["umount", path], timeout=step["timeout"], check=True, what=f"umount {path}")
     if "mount" in actions or "remount" in actions:
-        system.run(["mount", path], timeout=step["timeout"], check=True, what=f"mount {path}")
+        mount = mount_by_systemd if systemd_mounts_here() else mount_directly
+        mount(path, "remount" in actions, step["timeout"])
         if mounted_source(path) is None:
             raise StepFailed(f"mount {path} succeeded but nothing is mounted there")
     if step["check_writable"]:
