@@ -33,6 +33,12 @@ def thread_lock(key: tuple[str, int]) -> threading.Lock:
         return _thread_locks.setdefault(key, threading.Lock())
 
 
+def claimed() -> list[tuple[str, int]]:
+    """The BMCs this process holds a claim on now (the tests check that none is left behind)."""
+    with _thread_locks_guard:
+        return [key for key, lock in _thread_locks.items() if lock.locked()]
+
+
 def default_lock_dir() -> Path:
     """Where the per-BMC lock files live: a private runtime directory."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")

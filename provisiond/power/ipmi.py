@@ -23,6 +23,7 @@ import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -201,6 +202,10 @@ class IpmiDriver(PowerDriver):
         # The BMC is claimed at the first call and released by close() once no call of
         # ours is still running in pyghmi (an abandoned call keeps it until it returns).
         self._claim = BmcClaim(target.key, target.where)
+        # A driver dropped without close() gives its claim back when it is collected (a call
+        # of it still running in pyghmi keeps it alive, so that is never too early): otherwise
+        # a caller that forgot close() would keep the BMC "busy" for the life of the process.
+        weakref.finalize(self, self._claim.release)
         self._state = threading.Lock()
         self._running = 0
         self._closed = False

@@ -21,6 +21,22 @@ from provisiond.lab.ports import free_udp_ports
 HERE = Path(__file__).resolve().parent
 PASSWORD = "s3cret-pw"
 
+_handed_out: set[int] = set()  # every port fresh_udp_ports gave in this process
+
+
+def fresh_udp_ports(count: int) -> int:
+    """First of `count` consecutive loopback UDP ports that are free now and that no earlier
+    test of this process was given. This process's BMC claims and pyghmi's sessions are keyed
+    by address and port: what an earlier test left behind on a port (a call abandoned at its
+    deadline, still waiting in pyghmi on a BMC that is gone) must never meet a new BMC."""
+    for _ in range(100):
+        base = free_udp_ports(count)
+        ports = range(base, base + count)
+        if _handed_out.isdisjoint(ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError(f"no {count} consecutive UDP ports free and unused by earlier tests")
+
 
 class VbmcProcess:
     """A process serving virtual BMCs; its output lines are collected for assertions."""
@@ -86,7 +102,7 @@ class Farm:
         left = count
         while left:
             n = min(left, per_process)
-            base = free_udp_ports(n)
+            base = fresh_udp_ports(n)
             proc = VbmcProcess(
                 [sys.executable, "-m", "provisiond.lab.vbmc", "--address", "127.0.0.1",
                  "--port", str(base), "--count", str(n), "--username", "admin",
@@ -100,7 +116,7 @@ class Farm:
 
     def start_busy(self, busy_calls: int) -> tuple[int, VbmcProcess]:
         """One BMC whose machine answers "node busy" to its first `busy_calls` requests."""
-        port = free_udp_ports(1)
+        port = fresh_udp_ports(1)
         proc = VbmcProcess(
             [sys.executable, str(HERE / "busy_vbmc.py"), str(port), str(self.password_file),
              str(busy_calls)],
@@ -129,14 +145,14 @@ def running_farm(directory: Path) -> Iterator[Farm]:
 
 def dead_port() -> int:
     """A loopback UDP port nobody listens on (the kernel answers ICMP port unreachable)."""
-    return free_udp_ports(1)
+    return fresh_udp_ports(1)
 
 
 @contextmanager
 def black_holes(count: int) -> Iterator[list[int]]:
     """`count` loopback UDP ports that swallow packets and never answer, like a powered-off
     BMC behind a switch (no ICMP error comes back). Closed on exit."""
-    base = free_udp_ports(count)
+    base = fresh_udp_ports(count)
     sockets = []
     try:
         for port in range(base, base + count):

@@ -16,7 +16,7 @@ from power_farm import (
     VbmcProcess,
     black_holes,
     dead_port,
-    free_udp_ports,
+    fresh_udp_ports,
     running_farm,
 )
 
@@ -152,7 +152,7 @@ def test_vbmc_command_serves_ipmi_and_prints_power_changes(tmp_path: Path) -> No
     tool = require_program("ipmitool")
     password_file = tmp_path / "bmc.pass"
     password_file.write_text(PASSWORD + "\n")
-    port = free_udp_ports(1)
+    port = fresh_udp_ports(1)
     proc = VbmcProcess(
         [sys.executable, "-m", "provisiond", "vbmc", "--address", "127.0.0.1", "--port", str(port),
          "--username", "admin", "--password-file", str(password_file)],

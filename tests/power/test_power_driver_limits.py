@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from power_farm import PASSWORD, Farm, black_holes, dead_port, running_farm
 
 from provisiond.power.base import BmcTarget, ErrorKind, PowerError
-from provisiond.power.claim import BmcClaim
+from provisiond.power.claim import BmcClaim, claimed
 from provisiond.power.fanout import PowerConfig, run_action
 from provisiond.power.ipmi import IpmiDriver
 
@@ -35,7 +36,7 @@ def test_silent_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
     with black_holes(1) as [port]:
         driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=1.5)
         start = time.monotonic()
-        with pytest.raises(PowerError) as failed:
+        with driver, pytest.raises(PowerError) as failed:
             driver.status()
         elapsed = time.monotonic() - start
     assert failed.value.kind is ErrorKind.UNREACHABLE
@@ -49,7 +50,7 @@ def test_silent_bmc_fails_as_unreachable_within_the_configured_bound() -> None:
 def test_port_nobody_listens_on_fails_as_unreachable_at_once() -> None:
     port = dead_port()
     driver = IpmiDriver(BmcTarget("ghost", "127.0.0.1", port, "admin", PASSWORD), timeout=5)
-    with pytest.raises(PowerError) as failed:
+    with driver, pytest.raises(PowerError) as failed:
         driver.status()
     assert failed.value.kind is ErrorKind.UNREACHABLE
     assert f"127.0.0.1:{port} refused" in str(failed.value)
@@ -57,7 +58,7 @@ def test_port_nobody_listens_on_fails_as_unreachable_at_once() -> None:
 
 def test_unresolvable_bmc_name_is_unreachable_with_the_name() -> None:
     driver = IpmiDriver(BmcTarget("n", "no-such-bmc.invalid", 623, "admin", PASSWORD), timeout=2)
-    with pytest.raises(PowerError) as failed:
+    with driver, pytest.raises(PowerError) as failed:
         driver.status()
     assert failed.value.kind is ErrorKind.UNREACHABLE
     assert "no-such-bmc.invalid" in str(failed.value)
@@ -111,6 +112,25 @@ def test_one_operation_at_a_time_per_bmc_within_a_process(farm: Farm) -> None:
         first.on()  # and keeps working meanwhile
     with IpmiDriver(target, timeout=5) as again:
         assert again.status() == "on"
+
+
+def test_a_driver_dropped_without_close_leaves_its_bmc_free(farm: Farm) -> None:
+    """A driver that failed and was dropped without close() kept its BMC claimed for the rest
+    of the process, so a later BMC on that port (a later test's) answered "an earlier
+    operation on this BMC is still running". Dropping the driver gives the claim back."""
+    [(port, _)] = farm.start(1)
+    target = BmcTarget("n", "127.0.0.1", port, "admin", PASSWORD)
+    with pytest.raises(PowerError):
+        IpmiDriver(BmcTarget("n", "127.0.0.1", port, "admin", "not-it"), timeout=5).status()
+    gc.collect()  # the failed call's exception frames hold the driver in a reference cycle
+    assert target.key not in claimed()
+    forgotten = IpmiDriver(target, timeout=5)
+    assert forgotten.status() == "off"
+    assert target.key in claimed()
+    del forgotten  # no call of it is running: gone at once, and its claim with it
+    assert target.key not in claimed()
+    with IpmiDriver(target, timeout=5, retries=0) as driver:
+        assert driver.status() == "off"
 
 
 def test_one_operation_at_a_time_per_bmc_across_processes(farm: Farm) -> None:
