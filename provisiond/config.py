@@ -13,7 +13,7 @@ paths in the file are relative to the file's directory, so a site directory can 
     http_threads = 16                     # worker threads (requests are read before a thread
                                           # takes them: a slow client holds no thread)
     http_connection_limit = 4096          # open client connections at most (then new ones wait)
-    http_idle_timeout = 60                # seconds a connection may send nothing before it is closed
+    http_idle_timeout = 60                # seconds a client may send and receive nothing
     tftp_root = "/srv/provisiond/tftp"
     tftp_port = 69
     tftp_max_transfers = 1024             # TFTP transfers at once, for all clients

@@ -7,6 +7,17 @@ socket-buffer-sized pieces, reading each piece twice; kernels, initrds and image
 socket is writable: the slow-client protection stays, the copies go. Everything that is not
 a boot asset (scripts, answer files, the API) keeps waitress's own buffers.
 
+Also here, the idle rule for every connection (`http_idle_timeout`, see `idle_check`). waitress
+counts only its own writes and reads as activity, and a write happens only when the socket
+has room for a third of its send buffer, which the kernel grows to megabytes: a client that
+keeps receiving slowly (an initrd in a 1,000-node boot storm, 2 loaded cores) could go a
+minute without freeing that third, and was cut in the middle of its file, costing it a
+minute and a retry. Here a client that acknowledged bytes (TCP_INFO) since the last look is
+active too, so what is cut is a client that received nothing for the idle time, as nginx
+documents its `send_timeout`. And waitress only marked an idle connection, to be closed at its
+next write event, which never comes for a client that stopped reading (its socket stays
+full): such a client held its connection for good. It is closed now.
+
 Also here: waitress 3.0.2 logs an AttributeError traceback when a client disconnects while
 its malformed request is being refused (it names `request.path`, which a request whose first
 line never parsed lacks); the parser below has an empty path from the start.
@@ -15,8 +26,11 @@ line never parsed lacks); the parser below has an empty path from the start.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from waitress.buffers import ReadOnlyFileBasedBuffer
@@ -24,6 +38,11 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.task import WSGITask
+
+from provisiond.http.tcp_info import TCP_INFO_LENGTH, acked_bytes, notsent_bytes
+from provisiond.logs import log_event
+
+log = logging.getLogger("provisiond.http")
 
 DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
                           errno.ECONNABORTED, errno.EPIPE, errno.EBADF})
@@ -94,6 +113,30 @@ class SendfileChannel(HTTPChannel):
 
     task_class = SendfileTask
     parser_class = RequestParser
+    written = 0  # bytes handed to the socket
+    acked_seen: int | None = None  # the peer's acknowledged bytes at the last look
+    kept_logged = False  # "http-idle-kept" was logged for this connection
+
+    def tcp_info(self) -> bytes:
+        """The socket's TCP_INFO, or b"" where there is none (not TCP, closed)."""
+        try:
+            return self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LENGTH)
+        except (OSError, AttributeError):
+            return b""
+
+    def note_client_progress(self, now: float) -> None:
+        """Count the client's acknowledging bytes since the last look as activity: a client
+        that is still receiving is not idle, even while its socket has no room for a write."""
+        acked = acked_bytes(self.tcp_info())
+        if acked is not None and self.acked_seen is not None and acked > self.acked_seen:
+            if not self.kept_logged and now - self.last_activity > self.adj.channel_timeout:
+                self.kept_logged = True  # once per connection: what the old rule would cut
+                log_event(log, "http-idle-kept", peer=str(self.addr[0]) if self.addr else "",
+                          write_idle_s=round(now - self.last_activity, 1),
+                          acked_since=acked - self.acked_seen, written=self.written,
+                          unsent=notsent_bytes(self.tcp_info()))
+            self.last_activity = max(self.last_activity, now)
+        self.acked_seen = acked
 
     def _flush_some(self, do_close: bool = True) -> bool:
         """waitress's flush (HTTPChannel._flush_some, 3.0), with a SendfileBuffer sent by
@@ -115,6 +158,7 @@ class SendfileChannel(HTTPChannel):
                     break
                 remaining -= num_sent
                 sent += num_sent
+                self.written += num_sent
                 self.total_outbufs_len -= num_sent
             if blocked or len(self.outbufs) == 1:  # the last outbuf stays: it is writable
                 break
@@ -129,12 +173,38 @@ class SendfileChannel(HTTPChannel):
         return False
 
 
+def idle_check(listener: BaseWSGIServer) -> Callable[[float], None]:
+    """The listener's `maintenance` (waitress calls it every `cleanup_interval` from its
+    loop): waitress's rule, a connection with no request in a worker and no activity for
+    `channel_timeout` is closed, with two changes. A client that acknowledged bytes since the
+    last look is active. And the connection is closed now: waitress only marks it, to be
+    closed at its next write event, which a client that stopped reading never gives (its
+    socket stays full), so such a client was held for good."""
+    def check(now: float) -> None:
+        cutoff = now - listener.adj.channel_timeout
+        for channel in list(listener.active_channels.values()):
+            if isinstance(channel, SendfileChannel):
+                channel.note_client_progress(now)
+            if channel.requests or channel.last_activity >= cutoff:
+                continue
+            if channel.total_outbufs_len:  # a response is cut, not an idle keep-alive
+                log_event(log, "http-idle-closed", peer=str(channel.addr[0]) if channel.addr
+                          else "", idle_s=round(now - channel.last_activity, 1),
+                          written=getattr(channel, "written", 0),
+                          not_sent=channel.total_outbufs_len)
+            channel.will_close = True
+            channel.handle_close()
+
+    return check
+
+
 def use_sendfile(listeners: dict[int, Any]) -> int:
     """Make every waitress listener in `listeners` (create_server's map) accept connections
-    as SendfileChannel; how many listeners were changed."""
+    as SendfileChannel, with the idle check above; how many listeners were changed."""
     changed = 0
     for listener in listeners.values():
         if isinstance(listener, BaseWSGIServer):
             listener.channel_class = SendfileChannel
+            listener.maintenance = idle_check(listener)
             changed += 1
     return changed

@@ -238,3 +238,33 @@ def test_serve_refuses_a_relayed_network_whose_server_it_does_not_serve(
     assert code == 1
     assert ("network 10.214.0.0/24 is served at 10.213.0.9 (its `server`, default site.server), "
             "but serve answers only on 127.0.0.1") in capsys.readouterr().err
+
+
+def test_tcp_info_counts_what_the_peer_acknowledged_and_what_waits_unsent() -> None:
+    """provisiond.http.tcp_info reads a real socket's TCP_INFO: the count of acknowledged bytes
+    grows by what a loopback peer read, none wait unsent; a short answer (an old kernel) gives
+    None."""
+    import socket
+    import time
+
+    from provisiond.http.tcp_info import TCP_INFO_LENGTH, acked_bytes, notsent_bytes
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sender = socket.create_connection(listener.getsockname())
+        receiver, _ = listener.accept()
+        with sender, receiver:
+            info = sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LENGTH)
+            before = acked_bytes(info)
+            assert before is not None  # (the SYN may count as one)
+            sender.sendall(b"x" * 100_000)
+            got = 0
+            while got < 100_000:
+                got += len(receiver.recv(65536))
+            for _ in range(100):  # the ACK may trail the data by a moment (bounded)
+                info = sender.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LENGTH)
+                if acked_bytes(info) == before + 100_000:
+                    break
+                time.sleep(0.05)
+            assert acked_bytes(info) == before + 100_000
+            assert notsent_bytes(info) == 0
+    assert acked_bytes(b"\0" * 100) is None and notsent_bytes(b"\0" * 140) is None
