@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from provisiond.dns.settings import DnsUpdateSettings, KeyFileError, parse_key_file
 from provisiond.errors import UserError
+from provisiond.power.waves import PowerWaves
 from provisiond.roles.openstack import OpenStackSettings
-from provisiond.roles.settings import AgentSettings, GlusterSettings, PowerWaves
+from provisiond.roles.settings import AgentSettings, GlusterSettings
 
 ROLES = ("compute", "controller")
 OPERATING_SYSTEMS = ("debian12", "rocky9")

@@ -26,7 +26,7 @@ from provisiond.lab import vbmc
 from provisiond.lifecycle import Source
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig
 from provisiond.power.targets import bmc_targets
-from provisiond.power.waves import WAVE_ACTIONS, Waves, run_in_waves, split
+from provisiond.power.waves import MAX_INTERVAL, WAVE_ACTIONS, PowerWaves, run_in_waves, split
 from provisiond.store import Store
 
 POWER_ACTIONS = tuple(a for a in ACTIONS if a != "pxe-boot")
@@ -96,16 +96,16 @@ def _config(args: argparse.Namespace) -> PowerConfig:
         raise UserError(f"bad power option: {exc}") from None
 
 
-def _waves(args: argparse.Namespace, inventory: Inventory) -> Waves | None:
+def _waves(args: argparse.Namespace, inventory: Inventory) -> PowerWaves | None:
     """The command line's waves, else the inventory's (site.power_waves), else none."""
     site = inventory.site.power_waves
     size = args.wave_size if args.wave_size is not None else (site.size if site else 0)
     default_interval = site.interval if site else 0.0
     interval = args.wave_interval if args.wave_interval is not None else default_interval
-    if size < 0 or interval < 0:
-        raise UserError(f"bad wave option: --wave-size {size} and --wave-interval {interval:g} "
-                        "must be >= 0 (size 0: every node at once)")
-    return Waves(size, interval) if size else None
+    if size < 0 or not 0 <= interval <= MAX_INTERVAL:
+        raise UserError(f"bad wave option: --wave-size {size} must be >= 0 (0: every node at "
+                        f"once) and --wave-interval {interval:g} from 0 to {MAX_INTERVAL:g} seconds")
+    return PowerWaves(size=size, interval=interval) if size else None
 
 
 def _open_store(args: argparse.Namespace, inventory: Inventory) -> Store:
@@ -121,7 +121,7 @@ def _select(args: argparse.Namespace) -> tuple[Inventory, list[Node]]:
 
 def _run_with_progress(
     targets: list[BmcTarget], action: str, config: PowerConfig, label: str,
-    on_result: Callable[[NodeResult], None] | None = None, waves: Waves | None = None,
+    on_result: Callable[[NodeResult], None] | None = None, waves: PowerWaves | None = None,
     before_wave: Callable[[int, list[BmcTarget]], None] | None = None,
 ) -> list[NodeResult]:
     console = Console(stderr=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from provisiond.power.base import BmcTarget, NodeResult
 from provisiond.power.fanout import PowerConfig, run_action
@@ -23,19 +24,20 @@ WAVE_ACTIONS = frozenset({"on", "cycle", "reset", "pxe-boot"})
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Waves:
-    """`size` nodes per wave, a wave starting `interval` seconds after the previous one."""
-
-    size: int
-    interval: float
-
-    def __post_init__(self) -> None:
-        if self.size < 1 or self.interval < 0:
-            raise ValueError("a wave has at least 1 node and the interval is >= 0 seconds")
+MAX_INTERVAL = 3600.0  # seconds between wave starts: beyond an hour it is a typo
 
 
-def split(items: Sequence[T], waves: Waves | None) -> list[list[T]]:
+class PowerWaves(BaseModel):
+    """`size` nodes per wave, a wave starting `interval` seconds after the previous one: the
+    inventory's `site.power_waves` (validated with file:line errors) or the command line's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=1)
+    interval: float = Field(ge=0, le=MAX_INTERVAL)
+
+
+def split(items: Sequence[T], waves: PowerWaves | None) -> list[list[T]]:
     """The waves, in order; everything in one wave when `waves` is None."""
     if waves is None:
         return [list(items)] if items else []
@@ -46,7 +48,7 @@ def run_in_waves(
     targets: Sequence[BmcTarget],
     action: str,
     config: PowerConfig,
-    waves: Waves | None,
+    waves: PowerWaves | None,
     *,
     before_wave: Callable[[int, list[BmcTarget]], None] | None = None,
     on_result: Callable[[NodeResult], None] | None = None,

@@ -43,16 +43,6 @@ class GlusterSettings(BaseModel):
         return value.rstrip("/")
 
 
-class PowerWaves(BaseModel):
-    """Power nodes on in waves (provision, power on/cycle/reset): `size` nodes per wave, a
-    wave starting `interval` seconds after the previous one (docs/power.md)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    size: int = Field(ge=1)
-    interval: float = Field(ge=0, le=3600)
-
-
 class AgentSettings(BaseModel):
     """How the agents of this site behave."""
 

@@ -16,7 +16,7 @@ from provisiond.inventory import InventoryError, load_inventory
 from provisiond.lifecycle import State
 from provisiond.power.base import BmcTarget, NodeResult
 from provisiond.power.fanout import PowerConfig
-from provisiond.power.waves import Waves, run_in_waves, split
+from provisiond.power.waves import PowerWaves, run_in_waves, split
 from provisiond.store import Store
 
 
@@ -57,9 +57,9 @@ class FakePower:
 
 
 def test_split_keeps_inventory_order_and_puts_the_rest_in_a_last_smaller_wave() -> None:
-    assert split(list(range(7)), Waves(3, 10)) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert split(list(range(7)), PowerWaves(size=3, interval=10)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert split(list(range(4)), None) == [[0, 1, 2, 3]]
-    assert split([], Waves(3, 10)) == []
+    assert split([], PowerWaves(size=3, interval=10)) == []
 
 
 def test_each_wave_is_one_power_call_after_the_marking_of_its_nodes() -> None:
@@ -72,7 +72,7 @@ def test_each_wave_is_one_power_call_after_the_marking_of_its_nodes() -> None:
 
     seen: list[str] = []
     results = run_in_waves([target(i) for i in range(5)], "pxe-boot", PowerConfig(),
-                           Waves(2, 30), before_wave=mark, on_result=lambda r: seen.append(r.name),
+                           PowerWaves(size=2, interval=30), before_wave=mark, on_result=lambda r: seen.append(r.name),
                            run=fake.run, sleep=fake.sleep, clock=fake.clock)
     assert fake.groups == [["node000", "node001"], ["node002", "node003"], ["node004"]]
     assert marked == list(enumerate(fake.groups))
@@ -84,14 +84,14 @@ def test_each_wave_is_one_power_call_after_the_marking_of_its_nodes() -> None:
 
 def test_the_interval_runs_from_one_wave_start_to_the_next() -> None:
     fake = FakePower(call_seconds=12)  # each wave's power calls take 12 s of the fake clock
-    run_in_waves([target(i) for i in range(3)], "on", PowerConfig(), Waves(1, 30),
+    run_in_waves([target(i) for i in range(3)], "on", PowerConfig(), PowerWaves(size=1, interval=30),
                  run=fake.run, sleep=fake.sleep, clock=fake.clock)
     assert fake.sleeps == [18, 18]  # 30 s from start to start, minus the 12 s the wave took
 
 
 def test_a_wave_slower_than_the_interval_is_followed_at_once() -> None:
     fake = FakePower(call_seconds=45)
-    run_in_waves([target(i) for i in range(3)], "cycle", PowerConfig(), Waves(1, 30),
+    run_in_waves([target(i) for i in range(3)], "cycle", PowerConfig(), PowerWaves(size=1, interval=30),
                  run=fake.run, sleep=fake.sleep, clock=fake.clock)
     assert fake.sleeps == [0, 0]
     assert len(fake.groups) == 3  # never two waves in one call
@@ -100,7 +100,7 @@ def test_a_wave_slower_than_the_interval_is_followed_at_once() -> None:
 @pytest.mark.parametrize("action", ["status", "off", "soft"])
 def test_actions_that_power_nothing_up_go_out_at_once(action: str) -> None:
     fake = FakePower()
-    run_in_waves([target(i) for i in range(5)], action, PowerConfig(), Waves(2, 30),
+    run_in_waves([target(i) for i in range(5)], action, PowerConfig(), PowerWaves(size=2, interval=30),
                  run=fake.run, sleep=fake.sleep, clock=fake.clock)
     assert fake.groups == [[f"node{i:03d}" for i in range(5)]]
     assert fake.sleeps == []
@@ -115,7 +115,14 @@ def test_bad_waves_are_refused_naming_the_key(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "site.power_waves.size" in text and "site.power_waves.interval" in text
     with pytest.raises(ValueError):
-        Waves(0, 1)
+        PowerWaves(size=0, interval=1)
+    (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
+    (tmp_path / "inventory.yaml").write_text(SITE + node_yaml(0, 623))
+    for option in (["--wave-size", "-1"], ["--wave-size", "2", "--wave-interval", "7200"]):
+        out = provisiond(tmp_path, "power", "--all", "on", *option)
+        assert out.returncode == 1, out.stderr
+        assert "bad wave option" in out.stderr and "from 0 to 3600 seconds" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 @pytest.fixture
