@@ -22,7 +22,7 @@ from provisiond import nodes as nodes_service
 from provisiond.config import effective_config
 from provisiond.errors import UserError
 from provisiond.inventory import ROLES, Inventory, Node, load_inventory
-from provisiond.lab import vbmc
+from provisiond.lab.vbmc_args import add_arguments as add_vbmc_arguments
 from provisiond.lifecycle import Source
 from provisiond.power import ACTIONS, BmcTarget, NodeResult, PowerConfig
 from provisiond.power.targets import bmc_targets
@@ -58,8 +58,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Serve IPMI 2.0 (RMCP+) on UDP like a real BMC, backed by an in-memory "
         "machine, and print its power state changes. Stop with Ctrl-C.",
     )
-    vbmc.add_arguments(bmc)
-    bmc.set_defaults(func=vbmc.run)
+    add_vbmc_arguments(bmc)
+    bmc.set_defaults(func=run_vbmc)
+
+
+def run_vbmc(args: argparse.Namespace) -> int:
+    from provisiond.lab import vbmc  # pyghmi, only to serve
+
+    return vbmc.run(args)
 
 
 def _selection_and_limits(parser: argparse.ArgumentParser) -> None:

@@ -35,8 +35,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 from provisiond.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -250,6 +248,8 @@ class QemuMachine:
 
     def qmp(self, command: str, timeout: float = 10.0, **arguments: object) -> object:
         """One QMP command on a fresh connection (QEMU serves one QMP client at a time)."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol  # not for the CLI's start-up (lab plans)
+
         monitor = QEMUMonitorProtocol(str(self.qmp_socket))
         try:
             monitor.connect()

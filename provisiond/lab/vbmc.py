@@ -49,6 +49,7 @@ from provisiond.lab.ipmi_proto import (
     open_session_status,
     starts_conversation,
 )
+from provisiond.lab.vbmc_args import add_arguments
 from provisiond.power import pyghmi_fixes
 from provisiond.power.ipmi_spec import (
     CC_INVALID_DATA,
@@ -361,25 +362,6 @@ def read_password(password_file: Path | None, password_env: str | None) -> str:
     if len(password.encode()) > 20:
         raise UserError(f"the password in the {where} is longer than IPMI's 20 bytes")
     return password
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
-    parser.add_argument("--port", type=int, default=623, help="UDP port (default 623)")
-    parser.add_argument(
-        "--count",
-        type=int,
-        default=1,
-        help="run this many BMCs on consecutive ports, each with its own machine (default 1)",
-    )
-    parser.add_argument("--username", default="admin", help="IPMI user name (default admin)")
-    secret = parser.add_mutually_exclusive_group(required=True)
-    secret.add_argument("--password-file", type=Path, metavar="FILE", help="file with the password")
-    secret.add_argument(
-        "--password-env", metavar="VAR", help="environment variable with the password"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
