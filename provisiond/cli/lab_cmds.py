@@ -3,6 +3,7 @@
     provisiond lab [--computes N] [--firmware [HOST=]bios|uefi]... [--install image|preseed]
                    [--openstack] [--until STATE] [--timeout SECONDS] [--down-after]
     provisiond lab down [--pid PID | --workdir DIR | --all]
+    provisiond lab ssh HOST [-- COMMAND...]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from provisiond.errors import UserError
 from provisiond.lab.plan import INSTALL_METHODS, lab_nodes
 from provisiond.lab.ports import free_udp_ports
 from provisiond.lifecycle import State
@@ -38,12 +40,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--all` over IPMI, show every node until it is ready or failed, then a report. The lab "
         "stays up until Ctrl-C or `provisiond lab down`, which remove everything it made.",
     )
-    parser.add_argument("action", nargs="?", choices=("up", "down", "snapshot", "restore"),
+    parser.add_argument("action", nargs="?", choices=("up", "down", "snapshot", "restore", "ssh"),
                         default="up",
                         help="up (default); down (stop this lab: the one of --pid, --workdir or "
                         "the global --state-dir, or the only one running; --all: every lab); "
                         "snapshot / restore every node's disk and NVRAM and provisiond's store "
-                        "of the running lab")
+                        "of the running lab; ssh HOST [-- COMMAND...]: root on a node of the "
+                        "running lab, with the lab's own key, from inside the lab network")
+    parser.add_argument("words", nargs="*", metavar="HOST [COMMAND]", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="installed",
                         help="snapshot name for snapshot/restore (default installed)")
     parser.add_argument("--pid", type=int,
@@ -113,6 +117,28 @@ def _snapshot_or_restore(args: argparse.Namespace, record: dict) -> int:
     return power.returncode
 
 
+def _ssh(args: argparse.Namespace, record: dict) -> int:
+    """Replace this process with ssh to the node, inside the lab's network namespace."""
+    from provisiond.inventory import load_inventory
+    from provisiond.lab.plan import ssh_argv
+
+    workdir = Path(record["workdir"])
+    if not args.words:
+        raise UserError("lab ssh: name the node: provisiond lab ssh HOST [-- COMMAND...]")
+    host, command = args.words[0], args.words[1:]
+    nodes = {node.hostname: node for node in load_inventory(workdir / "inventory.yaml").nodes}
+    if host not in nodes:
+        raise UserError(f"lab ssh: the lab in {workdir} has no node {host!r} (it has: {', '.join(nodes)})")
+    key = workdir / "ssh_key"
+    if not key.exists():
+        raise UserError(f"lab ssh: the lab in {workdir} has no SSH key (it was made by an older provisiond); "
+                        "its nodes take no key: start a new lab")
+    argv = ["ip", "netns", "exec", record["netns"], *ssh_argv(str(key), str(nodes[host].ip), command)]
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+    return 127  # not reached: exec replaced this process or raised
+
+
 def _print_report(lab: Lab, workdir: Path) -> None:
     rows = lab.report()
     console = Console() if Console().is_terminal else Console(width=200)
@@ -136,6 +162,10 @@ def run_lab(args: argparse.Namespace) -> int:
         return 0
     if args.action in ("snapshot", "restore"):
         return _snapshot_or_restore(args, find_lab(**target))
+    if args.action == "ssh":
+        return _ssh(args, find_lab(**target))
+    if args.words:
+        raise UserError(f"lab {args.action}: unexpected {' '.join(args.words)!r} (only `lab ssh HOST` takes more)")
     nodes = lab_nodes(args.computes, args.firmware,
                       bmc_base_port=free_udp_ports(args.computes + 1), openstack=args.openstack)
     workdir = args.workdir or RUN_ROOT / str(os.getpid())
@@ -158,7 +188,8 @@ def run_lab(args: argparse.Namespace) -> int:
         ok = lab.watch(until=State(args.until), timeout=timeout)
         _print_report(lab, workdir)
         if not args.down_after:
-            print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it", flush=True)
+            print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it; "
+                  f"`provisiond lab ssh HOST` (--workdir {workdir}) logs in to a node", flush=True)
             while not stop.wait(3600):
                 pass
         return 0 if ok else 1

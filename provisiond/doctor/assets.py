@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.config import Config
-from provisiond.images.recipes import Recipe, ramdisk_recipe, root_recipe
+from provisiond.images.recipes import Recipe, node_root_recipe, ramdisk_recipe
 from provisiond.inventory import Inventory
 
 # Path prefix -> what provides the files below it (Debian 12 packages, as laid out by them).
@@ -72,12 +72,12 @@ def needed_assets(inventory: Inventory, config: Config) -> list[Needed]:
 
 
 def needed_images(inventory: Inventory) -> dict[Recipe, list[str]]:
-    """Image-cache artifacts (the ramdisk of each OS, the root image of each OS and role) ->
-    the image-method nodes needing them. Recipes, not names: what is served is the build with
-    this code's key (ImageCache.served), not any build of the name."""
+    """Image-cache artifacts (the ramdisk of each OS, the root image each node deploys: see
+    node_root_recipe) -> the image-method nodes needing them. Recipes, not names: what is
+    served is the build with this code's key (ImageCache.served), not any build of the name."""
     needed: dict[Recipe, list[str]] = {}
     for node in inventory.nodes:
         if node.install_method == "image":
-            for recipe in (ramdisk_recipe(node.os_name), root_recipe(node.os_name, node.role)):
+            for recipe in (ramdisk_recipe(node.os_name), node_root_recipe(node, inventory.site)):
                 needed.setdefault(recipe, []).append(node.hostname)
     return needed

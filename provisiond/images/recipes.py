@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from provisiond.inventory import Node, Site
 from provisiond.roles.openstack import OpenStackSettings, image_packages
 
 IMAGE_OS = {"debian12": "bookworm"}  # OS name -> Debian suite; the image method builds these
@@ -129,6 +130,13 @@ def root_recipe(os_name: str, role: str, mirror: str = DEFAULT_MIRROR,
     packages, debconf = image_packages(openstack, role, "debian")
     return Recipe("root", os_name, role, suite, mirror, ROOT_PACKAGES + ROLE_PACKAGES[role],
                   BASE_SERVICES, packages, debconf)
+
+
+def node_root_recipe(node: Node, site: Site) -> Recipe:
+    """The root image a node deploys: its OS and role, with the role's OpenStack packages when
+    the site has an `openstack:` section (root-<os>-<role>-openstack). The one rule: what the
+    deploy serves and what doctor looks for both come from here."""
+    return root_recipe(node.os_name, node.role, openstack=site.openstack)
 
 
 def ramdisk_recipe(os_name: str, mirror: str = DEFAULT_MIRROR) -> Recipe:

@@ -121,6 +121,21 @@ class Lab:
         self.pid_file.write_text(f"{os.getpid()}\n")  # `lab down --workdir DIR` finds it
 
     @property
+    def ssh_key(self) -> Path:
+        """The lab's own SSH key: root on every node accepts it (`provisiond lab ssh HOST`)."""
+        return self.workdir / "ssh_key"
+
+    def _ssh_public_key(self) -> str:
+        if not self.ssh_key.exists():
+            result = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provisiond-lab",
+                                     "-f", str(self.ssh_key)], capture_output=True, text=True, timeout=60,
+                                    check=False)
+            if result.returncode != 0:
+                raise UserError(f"lab: ssh-keygen could not make {self.ssh_key}: {result.stderr.strip()} "
+                                "(install openssh-client)")
+        return self.ssh_key.with_suffix(".pub").read_text().strip()
+
+    @property
     def pid_file(self) -> Path:
         return self.workdir / "lab.pid"
 
@@ -143,7 +158,7 @@ class Lab:
         password_file.write_text(os.urandom(8).hex() + "\n")
         password_file.chmod(0o600)
         self.inventory.write_text(inventory_yaml(self.nodes, self.install, str(password_file),
-                                                 openstack=self.openstack))
+                                                 openstack=self.openstack, ssh_key=self._ssh_public_key()))
         deadline = LAB_STATE_DEADLINE * (2 if self.openstack else 1)
         self.config.write_text(
             "[os.debian12]\n"

@@ -82,11 +82,22 @@ def lab_nodes(computes: int = 2, firmware: Sequence[str] = (), bmc_base_port: in
     return nodes
 
 
+# Every install makes new host keys, and lab addresses are reused run after run: no known_hosts.
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR")
+
+
+def ssh_argv(key: str, ip: str, command: Sequence[str] = ()) -> list[str]:
+    """ssh as root to a lab node with the lab's key (run it inside the lab's namespace)."""
+    return ["ssh", "-i", key, *SSH_OPTIONS, f"root@{ip}", *command]
+
+
 def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | None,
-                   mirror: str | None = None, openstack: bool = False) -> str:
+                   mirror: str | None = None, openstack: bool = False, ssh_key: str | None = None) -> str:
     """The lab's inventory: the site network on the lab bridge, each node with its BMC
-    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`), and
-    with `openstack` the site's OpenStack section (OPENSTACK_SECTION)."""
+    (none without a password file: the Vagrant lab powers its nodes with `vagrant up`), with
+    `openstack` the site's OpenStack section (OPENSTACK_SECTION), and with `ssh_key` (a public
+    key) root's authorized key on every node."""
     if install not in INSTALL_METHODS:
         raise UserError(f"--install {install!r}: use one of {', '.join(INSTALL_METHODS)}")
     lines = [
@@ -102,6 +113,8 @@ def inventory_yaml(nodes: Iterable[LabNode], install: str, password_file: str | 
     ]
     if install == "image":
         lines.append("  install: image")
+    if ssh_key:
+        lines.append(f"  ssh_authorized_keys: ['{ssh_key}']")
     if mirror:
         lines += ["  mirrors:", f"    debian12: {mirror}"]
     if openstack:  # the controller's barriers wait for computes configuring under TCG too

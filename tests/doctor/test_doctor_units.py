@@ -29,6 +29,9 @@ from provisiond.doctor.checks import (
 )
 from provisiond.doctor.probe import discover, offer_from
 from provisiond.doctor.run import DoctorOptions, kickstart_problem, run_doctor
+from provisiond.images import cache as image_cache
+from provisiond.images.build import build_inputs
+from provisiond.images.recipes import node_root_recipe, root_recipe
 from provisiond.inventory import load_inventory
 
 NET, SERVER = IPv4Network("10.213.0.0/24"), IPv4Address("10.213.0.1")
@@ -170,6 +173,34 @@ def test_missing_boot_assets_name_the_package(tmp_path):
     assert "needed by rocky1" in failed["/usr/lib/ipxe/no-such-ipxe.efi"].message
     assert "Rocky Linux 9" in failed["/srv/provisiond/rocky9/vmlinuz"].fix
     assert report.exit_code == 1
+
+
+def test_on_an_openstack_site_doctor_looks_for_the_openstack_root_images(tmp_path):
+    """A node of a site with `openstack:` deploys root-<os>-<role>-openstack (the role's
+    OpenStack packages inside): doctor checks that build, the one the deploy serves, and a
+    plain build of the role does not count."""
+    path = write_site(tmp_path, "  openstack: {workers: 1}\n" + """\
+nodes:
+  - {hostname: ctl1, mac: '52:54:00:10:00:11', role: controller, ip: 10.213.0.11, install: image}
+  - {hostname: cmp1, mac: '52:54:00:10:00:12', role: compute, ip: 10.213.0.12, install: image}
+""")
+    config = replace(Config(inventory=path, state_dir=tmp_path / "state"), image_cache=tmp_path / "cache")
+    inventory = load_inventory(path)
+    compute = node_root_recipe(inventory.node("cmp1"), inventory.site)
+    assert compute.name == "root-debian12-compute-openstack"
+    cache = image_cache.ImageCache(config.image_cache)
+    for recipe in (compute, root_recipe("debian12", "controller")):  # the controller's is plain
+        staging = cache.dir / f".staging-{recipe.name}"
+        staging.mkdir(parents=True)
+        (staging / "root.tar.zst").write_bytes(b"image")
+        image_cache.publish(staging, [staging / "root.tar.zst"], recipe,
+                            recipe.key(*build_inputs(recipe)), cache, 0.0, {})
+    report = run_doctor(config, DoctorOptions(skip=frozenset({"port", "bmc", "dns", "answers"})))
+    images = {r.subject: r for r in report.results if r.check == "assets" and r.subject.startswith("root-")}
+    assert images["root-debian12-compute-openstack"].status is Status.OK
+    assert images["root-debian12-controller-openstack"].status is Status.FAIL
+    assert "is not built (needed by ctl1)" in images["root-debian12-controller-openstack"].message
+    assert set(images) == {"root-debian12-compute-openstack", "root-debian12-controller-openstack"}
 
 
 def test_answers_render_and_kickstarts_pass_pykickstart(tmp_path):

@@ -21,6 +21,7 @@ from conftest import LAB_SITE_YAML, require_program, require_root
 from netlab import run, stop_process
 
 from provisiond.lab.network import LabNetwork
+from provisiond.lab.plan import ssh_argv
 from provisiond.lab.ports import free_udp_ports
 from provisiond.lab.qemu_bmc import BmcProcess
 from provisiond.lifecycle import State
@@ -193,11 +194,8 @@ class ImageSite:
         """`command` on the node as root over SSH (the site's key), from inside the lab network."""
         assert self.ssh_key is not None and self.network is not None
         node = next(node for node in self.nodes if node.hostname == host)
-        return subprocess.run(
-            [*self.network.exec_prefix(), "ssh", "-i", str(self.ssh_key), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-             "-o", "LogLevel=ERROR", f"root@{node.ip}", command],
-            capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*self.network.exec_prefix(), *ssh_argv(str(self.ssh_key), node.ip, [command])],
+                              capture_output=True, text=True, timeout=timeout)
 
     def failure_context(self, host: str) -> str:
         vm = self.vms[host]

@@ -27,3 +27,10 @@ def test_bad_firmware_is_refused_and_nothing_is_built() -> None:
 def test_bad_compute_count_is_refused() -> None:
     result = provisiond("lab", "--computes", "-1", "--down-after")
     assert result.returncode == 1 and "--computes -1" in result.stderr
+
+
+def test_lab_ssh_names_what_is_missing(tmp_path) -> None:
+    result = provisiond("lab", "ssh", "compute1", "--workdir", str(tmp_path))
+    assert result.returncode == 1 and f"--workdir {tmp_path}: no lab runs there" in result.stderr
+    result = provisiond("lab", "up", "compute1")
+    assert result.returncode == 1 and "only `lab ssh HOST` takes more" in result.stderr

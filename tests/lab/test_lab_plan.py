@@ -8,7 +8,7 @@ import pytest
 
 from provisiond.errors import UserError
 from provisiond.inventory import load_inventory
-from provisiond.lab.plan import inventory_yaml, lab_nodes, parse_firmware_choices, phase_times
+from provisiond.lab.plan import inventory_yaml, lab_nodes, parse_firmware_choices, phase_times, ssh_argv
 
 
 def test_default_lab_is_one_controller_two_computes_mixing_firmware() -> None:
@@ -92,3 +92,11 @@ def _written(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "plain.yaml"
     path.write_text(text)
     return path
+
+
+def test_the_lab_key_is_roots_authorized_key_on_every_node(tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkZPx2IJy2r9eWQyMdjDx0lTDUU8yXdXdy6H9mP6sGv provisiond-lab"
+    inventory = load_inventory(_written(tmp_path, inventory_yaml(lab_nodes(1), "image", None, ssh_key=key)))
+    assert inventory.site.ssh_authorized_keys == [key]
+    assert ssh_argv("/lab/ssh_key", "10.213.0.11", ["findmnt", "/x"])[-3:] == ["root@10.213.0.11", "findmnt", "/x"]
+    assert "BatchMode=yes" in ssh_argv("/lab/ssh_key", "10.213.0.11")
