@@ -95,7 +95,9 @@ for _event in (Event.ANSWER_FETCHED, Event.INSTALL_STARTED):
     add_transition(INSTALLABLE, State.INSTALLING, _event)
 add_transition({State.INSTALLING, State.INSTALLED}, State.INSTALLED, Event.INSTALL_FINISHED)
 add_transition(INSTALLABLE, State.FAILED, Event.INSTALL_FAILED)
-add_transition({State.INSTALLED, State.CONFIGURING}, State.CONFIGURING, Event.AGENT_STARTED)
+# A failed node's agent that runs again (the operator fixed the cause and rebooted the node, or
+# restarted the agent) resumes from its journal: the node is configuring again, not stuck failed.
+add_transition({State.INSTALLED, State.CONFIGURING, State.FAILED}, State.CONFIGURING, Event.AGENT_STARTED)
 add_transition(State.CONFIGURING, State.CONFIGURING, Event.AGENT_STEP)
 add_transition({State.INSTALLED, State.CONFIGURING, State.READY}, State.READY, Event.AGENT_READY)
 add_transition({State.INSTALLED, State.CONFIGURING}, State.FAILED, Event.AGENT_FAILED)

@@ -52,7 +52,7 @@ def test_events_that_do_not_apply_are_refused_and_change_nothing(store):
     assert store.node("a").netboot is True
     store.apply("a", Event.PROVISION, Source.OPERATOR)
     store.apply("a", Event.POWER_FAILED, Source.IPMI, reason="power: timeout")
-    with pytest.raises(IllegalTransition, match="a failed node accepts: netboot-off, netboot-on, provision"):
+    with pytest.raises(IllegalTransition, match="a failed node accepts: agent-started, netboot-off, netboot-on, provision"):
         store.apply("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)
     assert not store.observe("a", Event.DHCP_BOOT_REQUEST, Source.DHCP)  # an observation: ignored
 
@@ -91,6 +91,18 @@ def test_failed_keeps_its_reason_until_provision(store):
     assert store.node("a").reason == "timed out in pxe"
     store.apply("a", Event.PROVISION, Source.OPERATOR)
     assert (store.node("a").state, store.node("a").reason) == (State.POWERING_ON, None)
+
+
+def test_an_agent_run_again_after_a_failure_takes_the_node_back_to_configuring(store):
+    for event, source in ((Event.PROVISION, Source.OPERATOR), (Event.INSTALL_STARTED, Source.HTTP),
+                          (Event.INSTALL_FINISHED, Source.HTTP), (Event.AGENT_STARTED, Source.AGENT)):
+        store.apply("a", event, source)
+    store.apply("a", Event.AGENT_FAILED, Source.AGENT, reason="step 252 of 258 (cells.discover-hosts) failed")
+    assert store.node("a").state is State.FAILED
+    store.apply("a", Event.AGENT_STARTED, Source.AGENT)  # the node rebooted; the agent resumes
+    assert (store.node("a").state, store.node("a").reason) == (State.CONFIGURING, None)
+    store.apply("a", Event.AGENT_READY, Source.AGENT)
+    assert store.node("a").state is State.READY
 
 
 def test_repeating_the_current_state_is_a_no_op(store):
