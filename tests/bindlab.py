@@ -12,12 +12,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import require_program  # tests/conftest.py
+from conftest import LAB_SITE_YAML, require_program, stop_process  # tests/conftest.py
 
 ZONE = "lab.example"
 REVERSE = "0.213.10.in-addr.arpa"
 RELAYED_REVERSE = "0.214.10.in-addr.arpa"  # a relayed network, 10.214.0.0/24
 KEY_NAME = "provisiond-key"
+
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx operator@lab"
+
+
+def dns_site_yaml(server: Bind | None, key_file: Path | None = None) -> str:
+    """The lab site (conftest.LAB_SITE_YAML) publishing its nodes to `server` with TSIG
+    (`key_file`, else the server's own key; no dns_update at all for None), up to `nodes:`."""
+    text = LAB_SITE_YAML + f'  ssh_authorized_keys: ["{SSH_KEY}"]\n'
+    if server is not None:
+        text += (f"  dns_update: {{server: 127.0.0.1, port: {server.port}, "
+                 f"key_file: {key_file or server.key_file}}}\n")
+    return text + "nodes:\n"
 
 
 def free_port() -> int:
@@ -112,10 +125,5 @@ def running_bind(tmp_path: Path, reverse_updates: bool = True, netns: str | None
             time.sleep(0.2)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
         log.close()

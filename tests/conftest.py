@@ -6,6 +6,7 @@ import gc
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -104,6 +105,18 @@ def require_program(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (make test installs it from deps/apt/)")
     return path
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process this test started, by its PID: SIGTERM, `grace` seconds to exit, then
+    SIGKILL (bounded: a process that ignores both is left to the kernel after 5 s more)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 # The smallest site block of the lab network (10.213.0.0/24, provisiond at .1).

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import stop_process  # noqa: E402  (the tests' helper: SIGTERM, bounded wait, SIGKILL)
+
 NETWORK = ipaddress.IPv4Network("10.214.0.0/16")
 SERVER_IP = "10.214.0.1"
 CLIENT_IP = "10.214.255.250"  # perfdhcp's address: it acts as a relay (giaddr)
@@ -182,13 +185,7 @@ def running(name: str, tmp: Path) -> Iterator[None]:
             time.sleep(0.5)
             yield
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
+            stop_process(proc, grace=15)
 
 
 def perfdhcp(rate: int, period: int, nodes: int) -> tuple[list[str], dict[str, float]]:

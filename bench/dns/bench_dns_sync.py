@@ -22,19 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from bindlab import running_bind  # noqa: E402  (the tests' BIND: the same config everywhere)
-
-SITE = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  server: 10.213.0.1
-  ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx op@lab"]
-  dns_update: {{server: 127.0.0.1, port: {port}, key_file: {key}}}
-nodes:
-"""
+from bindlab import dns_site_yaml, running_bind  # noqa: E402  (the tests' BIND: the same config everywhere)
 
 
 def timed(command: list[str], **kwargs: object) -> tuple[float, float]:
@@ -54,7 +42,7 @@ def one_run(workdir: Path, nodes: int) -> list[tuple[str, tuple[float, float]]]:
         (workdir / name).mkdir()
     with running_bind(workdir / "provisiond") as bind:
         inventory = workdir / "inventory.yaml"
-        inventory.write_text(SITE.format(port=bind.port, key=bind.key_file) + "".join(
+        inventory.write_text(dns_site_yaml(bind) + "".join(
             f"  - {{hostname: n{i}, mac: '52:54:00:20:00:{i:02x}', role: compute, ip: 10.213.0.{i + 10}}}\n"
             for i in range(nodes)))
         sync = [sys.executable, "-m", "provisiond", "--inventory", str(inventory), "--state-dir",

@@ -21,9 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import suppress
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -31,6 +29,11 @@ from provisiond.config import load_config
 from provisiond.inventory import load_inventory
 from provisiond.nodes import open_store, provision
 from provisiond.serve import HttpProcess
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from slowloris import slow_clients, still_open  # noqa: E402  (the slow-client test's clients)
 
 MAC = "52:54:00:99:00:01"
 INVENTORY = f"""\
@@ -45,22 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def hold_slow(port: int, count: int) -> list[socket.socket]:
-    held = []
-    for number in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(f"GET /x HTTP/1.1\r\nHost: bench\r\nX-Slow-{number}: a\r\n".encode())
-        held.append(sock)
-    return held
-
-
-def drip(held: list[socket.socket], stop: threading.Event) -> None:
-    while not stop.wait(2.0):
-        for sock in held:
-            with suppress(OSError):
-                sock.sendall(b"X-More: b\r\n")
 
 
 def normal_client(port: int, path: str, seconds: float) -> tuple[float, int]:
@@ -87,29 +74,12 @@ def normal_client(port: int, path: str, seconds: float) -> tuple[float, int]:
 
 def measure(port: int, path: str, slow: int, seconds: float) -> tuple[float, int, int]:
     """(requests/s, failed, slow connections still open at the end)."""
-    held = hold_slow(port, slow)
-    stop = threading.Event()
-    dripper = threading.Thread(target=drip, args=(held, stop), daemon=True)
-    dripper.start()
-    try:
+    with slow_clients(port, slow, "/x") as held:
         time.sleep(0.5)
         rate, failed = normal_client(port, path, seconds)
-        still = 0
-        for sock in held:
-            sock.setblocking(False)
-            try:
-                still += sock.recv(1) != b""
-            except BlockingIOError:
-                still += 1
-            except OSError:
-                pass
-        return rate, failed, still
-    finally:
-        stop.set()
-        dripper.join(10)
-        for sock in held:
-            sock.close()
-        time.sleep(1.0)  # let the server notice the closes before the next round
+        still = still_open(held)
+    time.sleep(1.0)  # let the server notice the closes before the next round
+    return rate, failed, still
 
 
 def main() -> int:

@@ -4,8 +4,7 @@ only traffic is between the two ends."""
 
 from __future__ import annotations
 
-import os
-import signal
+import random
 import socket
 import stat
 import subprocess
@@ -13,10 +12,14 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from conftest import require_program  # tests/conftest.py
+from conftest import require_program, stop_process  # tests/conftest.py
 from netlab import VethPair, in_netns, run, veth_pair
 
+from provisiond.dhcp.options import MessageType, Opt
+from provisiond.dhcp.packet import BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, build, parse
+
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+PXE_VENDOR = b"PXEClient:Arch:00000:UNDI:002001"  # a BIOS PXE ROM's vendor class
 
 
 Lab = VethPair
@@ -53,16 +56,6 @@ def _read_env(path: Path) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 def dhclient(lab: Lab, workdir: Path, config: str = "", timeout: float = 20) -> dict[str, str] | None:
     """Run ISC dhclient in the client namespace until it is bound; return its script's env.
 
@@ -92,7 +85,7 @@ def dhclient(lab: Lab, workdir: Path, config: str = "", timeout: float = 20) -> 
             while time.monotonic() < deadline and not out.exists() and proc.poll() is None:
                 time.sleep(0.1)
         finally:
-            _stop(proc)
+            stop_process(proc, grace=5)
     return _read_env(out) if out.exists() else None
 
 
@@ -121,5 +114,49 @@ def udhcpc(
         while time.monotonic() < deadline and not out.exists() and proc.poll() is None:
             time.sleep(0.1)
     finally:
-        _stop(proc)
+        stop_process(proc, grace=5)
     return _read_env(out) if out.exists() else None
+
+
+def start_dnsmasq(lab: Lab, tmp: Path) -> subprocess.Popen[bytes]:
+    """A real dnsmasq handing out 10.213.1.100-150 on the server side (log: tmp/dnsmasq.log);
+    stop it with conftest.stop_process."""
+    with (tmp / "dnsmasq.log").open("wb") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.server_ns, require_program("dnsmasq"), "--keep-in-foreground",
+             "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
+             f"--interface={lab.server_if}", "--bind-interfaces", "--no-ping", "--log-dhcp",
+             "--log-facility=-", "--dhcp-range=10.213.1.100,10.213.1.150,255.255.255.0,1h",
+             f"--dhcp-leasefile={tmp / 'dnsmasq.leases'}", f"--pid-file={tmp / 'dnsmasq.pid'}"],
+            stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        raise AssertionError(f"dnsmasq exited: {(tmp / 'dnsmasq.log').read_text()}")
+    return proc
+
+
+def pxe_discover(mac: str, extra: dict[Opt, bytes] | None = None) -> DhcpPacket:
+    """A BIOS PXE ROM's broadcast DISCOVER from `mac` (a new random xid), plus `extra` options."""
+    return DhcpPacket(
+        op=BOOTREQUEST, xid=random.getrandbits(32), chaddr=bytes.fromhex(mac.replace(":", "")),
+        flags=FLAG_BROADCAST,
+        options={Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER]), Opt.VENDOR_CLASS: PXE_VENDOR,
+                 Opt.CLIENT_ARCH: b"\x00\x00", Opt.CLIENT_NDI: b"\x01\x02\x01", **(extra or {})})
+
+
+def offers_to(lab: Lab, discover: DhcpPacket, want: int = 2, seconds: float = 4) -> list[DhcpPacket]:
+    """Broadcast `discover` from the client side; the replies to its xid, until `want` of them
+    came or `seconds` passed."""
+    offers = []
+    with udp_socket(lab.client_ns, lab.client_if, "0.0.0.0", 68) as sock:
+        sock.sendto(build(discover), ("255.255.255.255", 67))
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + seconds
+        while len(offers) < want and time.monotonic() < deadline:
+            try:
+                reply = parse(sock.recvfrom(4096)[0])
+            except TimeoutError:
+                continue
+            if reply.xid == discover.xid:
+                offers.append(reply)
+    return offers

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from conftest import require_program
-from dhcp_lab import Lab, dhclient, in_netns, udp_socket, veth_lab
+from conftest import stop_process
+from dhcp_lab import PXE_VENDOR, Lab, dhclient, in_netns, offers_to, pxe_discover, start_dnsmasq, udp_socket, veth_lab
 
 from provisiond.dhcp.options import MessageType, Opt
-from provisiond.dhcp.packet import BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, build, parse
+from provisiond.dhcp.packet import BOOTREQUEST, DhcpPacket, build, parse
 from provisiond.dhcp.server import DhcpServer
 from provisiond.inventory import load_inventory
 from provisiond.lifecycle import Source, State
@@ -36,12 +31,10 @@ nodes:
   - {hostname: pxe1, mac: "52:54:00:d2:00:01", role: compute, ip: 10.213.1.11}
 """
 MAC = "52:54:00:d2:00:01"
-PXE_VENDOR = b"PXEClient:Arch:00000:UNDI:002001"
 
 
 @pytest.fixture(scope="module")
 def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Store, DhcpServer]]:
-    dnsmasq = require_program("dnsmasq")
     tmp = tmp_path_factory.mktemp("proxy")
     (tmp / "inventory.yaml").write_text(INVENTORY)
     inventory = load_inventory(tmp / "inventory.yaml")
@@ -49,28 +42,15 @@ def proxy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, S
     store.sync_nodes({n.hostname: n.mac for n in inventory.nodes})
     store.set_netboot("pxe1", True, Source.OPERATOR)
     with veth_lab("p", ("10.213.1.1/24", "10.213.1.2/24")) as lab:
-        log = (tmp / "dnsmasq.log").open("wb")
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.server_ns, dnsmasq, "--keep-in-foreground",
-             "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
-             f"--interface={lab.server_if}", "--bind-interfaces", "--no-ping", "--log-dhcp",
-             "--log-facility=-", "--dhcp-range=10.213.1.100,10.213.1.150,255.255.255.0,1h",
-             f"--dhcp-leasefile={tmp / 'dnsmasq.leases'}", f"--pid-file={tmp / 'dnsmasq.pid'}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        proc = start_dnsmasq(lab, tmp)
         server = DhcpServer(inventory, store, lab.server_if, proxy=True)
         try:
-            time.sleep(0.5)
-            assert proc.poll() is None, (tmp / "dnsmasq.log").read_text()
             with in_netns(lab.server_ns):
                 server.start()
             yield lab, store, server
         finally:
             server.stop()
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(5)
-            log.close()
+            stop_process(proc, grace=5)
 
 
 def test_plain_client_gets_address_from_dnsmasq_only(proxy_lab, tmp_path: Path) -> None:
@@ -92,25 +72,9 @@ def range_of(first: str, last: str) -> set[IPv4Address]:
 def test_pxe_client_gets_address_from_dnsmasq_and_boot_file_from_provisiond(proxy_lab) -> None:
     lab, store, _ = proxy_lab
     lab.set_client_mac(MAC)
-    xid = random.getrandbits(32)
-    discover = DhcpPacket(
-        op=BOOTREQUEST, xid=xid, chaddr=bytes.fromhex(MAC.replace(":", "")), flags=FLAG_BROADCAST,
-        options={Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER]), Opt.VENDOR_CLASS: PXE_VENDOR,
-                 Opt.CLIENT_ARCH: b"\x00\x00", Opt.CLIENT_NDI: b"\x01\x02\x01",
-                 Opt.CLIENT_UUID: b"\x00" + bytes(range(16))},
-    )
-    with udp_socket(lab.client_ns, lab.client_if, "0.0.0.0", 68) as sock:
-        sock.sendto(build(discover), ("255.255.255.255", 67))
-        offers: dict[IPv4Address, DhcpPacket] = {}
-        sock.settimeout(0.5)
-        deadline = time.monotonic() + 4
-        while len(offers) < 2 and time.monotonic() < deadline:
-            try:
-                reply = parse(sock.recvfrom(4096)[0])
-            except TimeoutError:
-                continue
-            if reply.xid == xid and reply.server_id is not None:
-                offers[reply.server_id] = reply
+    discover = pxe_discover(MAC, {Opt.CLIENT_UUID: b"\x00" + bytes(range(16))})
+    xid = discover.xid
+    offers = {reply.server_id: reply for reply in offers_to(lab, discover) if reply.server_id is not None}
     assert set(offers) == {IPv4Address("10.213.1.1"), IPv4Address("10.213.1.2")}
     address_offer, boot_offer = offers[IPv4Address("10.213.1.1")], offers[IPv4Address("10.213.1.2")]
     assert address_offer.yiaddr in range_of("10.213.1.100", "10.213.1.150")

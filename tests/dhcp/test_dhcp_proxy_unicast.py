@@ -14,19 +14,17 @@ the dnsmasq-first cases failed: the last-bound wildcard socket, provisiond's, to
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import require_program
-from dhcp_lab import Lab, in_netns, udp_socket, veth_lab
+from conftest import require_program, stop_process
+from dhcp_lab import Lab, in_netns, offers_to, pxe_discover, start_dnsmasq, veth_lab
 from netlab import run
 
-from provisiond.dhcp.options import MessageType, Opt
-from provisiond.dhcp.packet import BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, build, parse
+from provisiond.dhcp.options import Opt
 from provisiond.dhcp.server import DhcpServer
 from provisiond.inventory import load_inventory
 from provisiond.lifecycle import Source
@@ -46,31 +44,7 @@ nodes:
   - {hostname: pxe1, mac: "52:54:00:d3:00:01", role: compute, ip: 10.213.1.11}
 """
 PXE_MAC, PLAIN_MAC = "52:54:00:d3:00:01", "52:54:00:d3:00:02"
-PXE_VENDOR = b"PXEClient:Arch:00000:UNDI:002001"
 RENEW_LIMIT = 15.0  # seconds: a bound; dnsmasq answers a renewal it receives at once
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def start_dnsmasq(lab: Lab, tmp: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.server_ns, require_program("dnsmasq"), "--keep-in-foreground",
-         "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
-         f"--interface={lab.server_if}", "--bind-interfaces", "--no-ping", "--log-dhcp",
-         "--log-facility=-", "--dhcp-range=10.213.1.100,10.213.1.150,255.255.255.0,1h",
-         f"--dhcp-leasefile={tmp / 'dnsmasq.leases'}", f"--pid-file={tmp / 'dnsmasq.pid'}"],
-        stdout=(tmp / "dnsmasq.log").open("wb"), stderr=subprocess.STDOUT)
-    time.sleep(0.5)
-    assert proc.poll() is None, (tmp / "dnsmasq.log").read_text()
-    return proc
 
 
 class Udhcpc:
@@ -106,7 +80,7 @@ class Udhcpc:
         os.kill(self.proc.pid, signal.SIGUSR1)  # busybox: renew now, by unicast to the server
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc, grace=5)
 
 
 def drop_broadcast_dhcp(lab: Lab, table: str, drop: bool) -> None:
@@ -118,28 +92,6 @@ def drop_broadcast_dhcp(lab: Lab, table: str, drop: bool) -> None:
             "  ip daddr 255.255.255.255 udp dport 67 drop\n }\n}\n"))
     else:
         run("ip", "netns", "exec", lab.server_ns, nft, "delete", "table", "inet", table)
-
-
-def pxe_offers(lab: Lab) -> list[DhcpPacket]:
-    """The offers a BIOS PXE ROM's broadcast DISCOVER gets within a few seconds."""
-    xid = random.getrandbits(32)
-    discover = DhcpPacket(
-        op=BOOTREQUEST, xid=xid, chaddr=bytes.fromhex(PXE_MAC.replace(":", "")), flags=FLAG_BROADCAST,
-        options={Opt.MESSAGE_TYPE: bytes([MessageType.DISCOVER]), Opt.VENDOR_CLASS: PXE_VENDOR,
-                 Opt.CLIENT_ARCH: b"\x00\x00", Opt.CLIENT_NDI: b"\x01\x02\x01"})
-    offers = []
-    with udp_socket(lab.client_ns, lab.client_if, "0.0.0.0", 68) as sock:
-        sock.sendto(build(discover), ("255.255.255.255", 67))
-        sock.settimeout(0.5)
-        deadline = time.monotonic() + 4
-        while len(offers) < 2 and time.monotonic() < deadline:
-            try:
-                reply = parse(sock.recvfrom(4096)[0])
-            except TimeoutError:
-                continue
-            if reply.xid == xid:
-                offers.append(reply)
-    return offers
 
 
 @pytest.fixture(params=["dnsmasq-first", "provisiond-first"])
@@ -204,7 +156,7 @@ def test_unicast_renewal_reaches_dnsmasq_and_pxe_gets_the_boot_offer(
 
             # A PXE client gets dnsmasq's address offer and provisiond's boot offer.
             lab.set_client_mac(PXE_MAC)
-            offers = pxe_offers(lab)
+            offers = offers_to(lab, pxe_discover(PXE_MAC))
             boot = [offer for offer in offers if offer.file]
             address = [offer for offer in offers if offer.yiaddr != offer.siaddr and not offer.file]
             assert len(boot) == 1 and boot[0].file == b"undionly.kpxe", offers
@@ -215,4 +167,4 @@ def test_unicast_renewal_reaches_dnsmasq_and_pxe_gets_the_boot_offer(
                 client.stop()
             server.stop()
             for proc in started:
-                _stop(proc)
+                stop_process(proc, grace=5)

@@ -16,6 +16,7 @@ from bindlab import (  # noqa: F401  (the `bind` fixture)
     ZONE,
     Bind,
     bind_fixture,
+    dns_site_yaml,
 )
 
 from provisiond import nodes
@@ -24,26 +25,11 @@ from provisiond.inventory import load_inventory
 
 pytestmark = pytest.mark.timeout(120)
 
-SITE = """\
-site:
-  name: lab
-  domain: lab.example
-  network: 10.213.0.0/24
-  gateway: 10.213.0.1
-  server: 10.213.0.1
-  ssh_authorized_keys:
-    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5mQ2w1b3Z6c2R0dGVzdGtleXByb3Zpc2lvbmQx operator@lab
-  dns_update:
-    server: 127.0.0.1
-    port: {port}
-    key_file: {key_file}
-nodes:
-"""
 NODE = "  - {{hostname: {name}, mac: '52:54:00:10:00:{octet:02x}', role: compute, ip: 10.213.0.{octet}}}\n"
 
 
 def write_inventory(path: Path, server: Bind, hosts: dict[str, int], key_file: Path | None = None) -> Path:
-    text = SITE.format(port=server.port, key_file=key_file or server.key_file)
+    text = dns_site_yaml(server, key_file)
     text += "".join(NODE.format(name=name, octet=octet) for name, octet in hosts.items())
     path.write_text(text)
     return path
@@ -294,7 +280,7 @@ def test_doctor_checks_the_server_and_the_key(bind, tmp_path):
 
 def test_dns_sync_without_dns_update_says_what_to_add(tmp_path):
     inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(SITE.split("  dns_update:")[0] + "nodes:\n" + NODE.format(name="node1", octet=11))
+    inventory.write_text(dns_site_yaml(None) + NODE.format(name="node1", octet=11))
     result = cli("--inventory", str(inventory), "--state-dir", str(tmp_path / "state"), "dns", "sync", cwd=tmp_path)
     assert result.returncode == 1
     assert "no dns_update section" in result.stderr and "docs/dns.md" in result.stderr

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import dns.tsig
 import pytest
+from conftest import LAB_SITE_YAML
 
 from provisiond.dns.records import Change, desired, marker, plan, update_message
 from provisiond.dns.settings import KeyFileError, default_reverse_zone, parse_key_file
@@ -101,13 +102,7 @@ def test_key_file_is_parsed_and_its_errors_never_quote_the_secret():
 
 def test_inventory_checks_the_key_file_with_file_and_line(tmp_path):
     inventory = tmp_path / "inventory.yaml"
-    inventory.write_text(textwrap.dedent("""\
-        site:
-          name: lab
-          domain: lab.example
-          network: 10.213.0.0/24
-          gateway: 10.213.0.1
-          server: 10.213.0.1
+    inventory.write_text(LAB_SITE_YAML + textwrap.dedent("""\
           dns_update:
             server: 127.0.0.1
             key_file: tsig.key
@@ -115,14 +110,17 @@ def test_inventory_checks_the_key_file_with_file_and_line(tmp_path):
         nodes:
           - {hostname: node1, mac: '52:54:00:10:00:11', role: compute, ip: 10.213.0.11}
         """))
+    dns_update = LAB_SITE_YAML.count("\n") + 1  # its line in the file
     with pytest.raises(InventoryError) as info:
         load_inventory(inventory)
-    assert "inventory.yaml:10: site.dns_update.reverse_zones: 'lab.example' is not a reverse zone" in str(info.value)
+    assert (f"inventory.yaml:{dns_update + 3}: site.dns_update.reverse_zones: 'lab.example' is not a "
+            "reverse zone") in str(info.value)
     text = inventory.read_text().replace("    reverse_zones: [lab.example]\n", "")
     inventory.write_text(text)
     with pytest.raises(InventoryError) as info:
         load_inventory(inventory)
-    assert f"inventory.yaml:9: site.dns_update.key_file: {tmp_path}/tsig.key: No such file or directory" in str(info.value)
+    assert (f"inventory.yaml:{dns_update + 2}: site.dns_update.key_file: {tmp_path}/tsig.key: No such file "
+            "or directory") in str(info.value)
     (tmp_path / "tsig.key").write_text(f'key "k" {{ algorithm hmac-sha256; secret "{SECRET}"; }};\n')
     site = load_inventory(inventory).site
     assert site.dns_update is not None and site.dns_update.key_file == tmp_path / "tsig.key"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LAB_SITE_YAML, require_program
+from conftest import LAB_SITE_YAML, require_program, stop_process
 from netlab import VethPair, veth_pair
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
@@ -45,16 +45,6 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float = 30
         time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def segment(tmp_path: Path) -> Iterator[tuple[VethPair, Path]]:
     """The segment, the inventory, and node1's virtual BMC on the far side."""
@@ -71,7 +61,7 @@ def segment(tmp_path: Path) -> Iterator[tuple[VethPair, Path]]:
             _wait_for(log, "listening on", bmc)
             yield pair, tmp_path
         finally:
-            _stop(bmc)
+            stop_process(bmc)
 
 
 def doctor(pair: VethPair, directory: Path, *extra: str) -> tuple[int, dict]:
@@ -118,7 +108,7 @@ def test_doctor_finds_the_rogue_dhcp_server_and_the_dead_bmc(segment):
         _wait_for(directory / "dnsmasq.log", "DHCP, IP range", rogue_server)
         code, report = doctor(pair, directory, "--skip", "bmc")
     finally:
-        _stop(rogue_server)
+        stop_process(rogue_server)
         log.close()
     rogue = by_check(report, "rogue-dhcp")[pair.server_if]
     assert rogue["status"] == "fail", rogue

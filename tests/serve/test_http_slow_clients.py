@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from slowloris import slow_clients, still_open
 
 from provisiond.config import load_config
 from provisiond.inventory import load_inventory
@@ -84,25 +84,6 @@ def http_service_idle_3s(tmp_path: Path) -> Iterator[tuple[str, str]]:
         yield service
 
 
-def open_slow_clients(port: int, count: int) -> list[socket.socket]:
-    """Connections that have sent a request line and one header, and no end of headers."""
-    held = []
-    for number in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(f"GET /boot/{NODE_MAC}.ipxe HTTP/1.1\r\nHost: x\r\nX-Slow-{number}: a\r\n"
-                     .encode())
-        held.append(sock)
-    return held
-
-
-def drip(held: list[socket.socket], stop: threading.Event) -> None:
-    """One more header line on every held connection every 2 s: never idle, never done."""
-    while not stop.wait(2.0):
-        for sock in held:
-            with contextlib.suppress(OSError):
-                sock.sendall(b"X-More: b\r\n")
-
-
 def fetch(url: str, *, source: str = "127.0.0.1", data: bytes | None = None,
           headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """One request from `source`, bounded by a 10 s socket timeout (a held service fails it)."""
@@ -123,11 +104,7 @@ def test_node_is_served_while_hundreds_of_slow_clients_hold_connections(
         http_service: tuple[str, str]) -> None:
     url, token = http_service
     port = int(url.rsplit(":", 1)[1])
-    held = open_slow_clients(port, SLOW_CLIENTS)
-    stop = threading.Event()
-    dripper = threading.Thread(target=drip, args=(held, stop), daemon=True)
-    dripper.start()
-    try:
+    with slow_clients(port, SLOW_CLIENTS, f"/boot/{NODE_MAC}.ipxe") as held:
         status, script = fetch(f"{url}/boot/{NODE_MAC}.ipxe", source=NODE_IP)
         assert status == 200 and script.startswith(b"#!ipxe")
         status, answer = fetch(f"{url}/preseed/n1", source=NODE_IP)
@@ -140,21 +117,7 @@ def test_node_is_served_while_hundreds_of_slow_clients_hold_connections(
         status, kernel = fetch(f"{url}/boot/debian12/linux", source=NODE_IP)
         assert status == 200 and kernel == KERNEL
         # The slow clients are still connected (held, not dropped to make room).
-        alive = 0
-        for sock in held:
-            sock.setblocking(False)
-            try:
-                alive += sock.recv(1) != b""
-            except BlockingIOError:
-                alive += 1
-            except OSError:
-                pass
-        assert alive == SLOW_CLIENTS
-    finally:
-        stop.set()
-        dripper.join(10)
-        for sock in held:
-            sock.close()
+        assert still_open(held) == SLOW_CLIENTS
 
 
 @pytest.mark.timeout(180)
