@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 
-from agent.steps import StepFailed
+from agent.steps import StepFailed, StepTimedOut
 
 TAIL_LINES = 20
 TAIL_CHARS = 2000
@@ -34,7 +34,8 @@ def run(command: list[str] | str, timeout: float = 600, env: dict[str, str] | No
         check: bool = False, what: str = "") -> Result:
     """Run argv (a list) or a shell string; kill its whole process group after `timeout` s.
 
-    `check=True` raises StepFailed (with the stderr tail) on a non-zero exit.
+    `check=True` raises StepFailed (with the stderr tail) on a non-zero exit; running out of
+    time raises StepTimedOut.
     """
     shell = isinstance(command, str)
     argv = ["/bin/sh", "-c", command] if shell else list(command)
@@ -52,7 +53,7 @@ def run(command: list[str] | str, timeout: float = 600, env: dict[str, str] | No
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
-        raise StepFailed(f"{label}: timed out after {timeout:g} s (killed)", tail(stderr)) from None
+        raise StepTimedOut(f"{label}: timed out after {timeout:g} s (killed)", tail(stderr)) from None
     result = Result(process.returncode, stdout, stderr)
     if check and not result.ok:
         raise StepFailed(f"{label}: exit status {result.returncode}", tail(stderr or stdout))

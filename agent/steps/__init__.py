@@ -34,6 +34,10 @@ class StepFailed(Exception):
         self.stderr = stderr
 
 
+class StepTimedOut(StepFailed):
+    """A command ran out of its time bound and was killed (a slow moment, maybe: retryable)."""
+
+
 def handler(kind: str) -> Callable[[dict[str, Any], Any], Outcome]:
     """The `apply` function of a step kind."""
     if kind not in KINDS:

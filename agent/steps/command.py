@@ -1,4 +1,10 @@
-"""command: run a program unless `creates` exists or `unless` succeeds; bounded, retried."""
+"""command: run a program unless `creates` exists or `unless` succeeds; bounded, retried.
+
+Each attempt is bounded by `timeout`; an attempt that runs out of it is killed and counts as a
+failed attempt (retried while `retries` remain): on a loaded TCG lab node one `openstack` call
+took over 120 s right after a reboot and the next one 40 s. An `unless` check that runs out of
+time counts as not satisfied: the command (idempotent) runs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import os
 from typing import Any
 
 from agent import system
-from agent.steps import Outcome, StepFailed
+from agent.steps import Outcome, StepFailed, StepTimedOut
 
 
 def apply(step: dict[str, Any], ctx: Any) -> Outcome:
@@ -15,14 +21,23 @@ def apply(step: dict[str, Any], ctx: Any) -> Outcome:
     env = {str(key): str(value) for key, value in step["env"].items()}
     if step["creates"] and os.path.exists(step["creates"]):
         return Outcome(False, f"skipped: {step['creates']} exists")
-    if step["unless"] and system.run(step["unless"], timeout=step["timeout"], env=env).ok:
+    if step["unless"] and _unless_holds(step["unless"], step["timeout"], env, ctx):
         return Outcome(False, "skipped: the unless-check succeeds")
     if ctx.dry_run:
         return Outcome(step["changes"], f"would run: {shown}")
     attempts = step["retries"] + 1
     result = None
     for attempt in range(1, attempts + 1):
-        result = system.run(command, timeout=step["timeout"], env=env, what=shown)
+        try:
+            result = system.run(command, timeout=step["timeout"], env=env, what=shown)
+        except StepTimedOut as exc:
+            if attempt == attempts:
+                tries = f", after {attempts} attempts" if attempts > 1 else ""
+                raise StepTimedOut(exc.message + tries, exc.stderr) from None
+            ctx.progress(f"attempt {attempt} of {attempts} timed out after {step['timeout']:g} s; "
+                         f"again in {step['delay']:g} s")
+            ctx.sleep(step["delay"])
+            continue
         if result.ok:
             break
         if attempt < attempts:
@@ -35,3 +50,11 @@ def apply(step: dict[str, Any], ctx: Any) -> Outcome:
         raise StepFailed(f"{shown}: exit status {result.returncode}{tries}",
                          system.tail(result.stderr or result.stdout))
     return Outcome(step["changes"], "ran" + (f" (attempt {attempt})" if attempt > 1 else ""))
+
+
+def _unless_holds(check: str | list[str], timeout: float, env: dict[str, str], ctx: Any) -> bool:
+    try:
+        return system.run(check, timeout=timeout, env=env).ok
+    except StepTimedOut:
+        ctx.progress(f"the unless-check timed out after {timeout:g} s: taken as not satisfied")
+        return False

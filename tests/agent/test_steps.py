@@ -170,6 +170,22 @@ def test_command_timeout_kills_the_whole_group(tmp_path: Path):
     assert not services.alive(int(pid_file.read_text()))
 
 
+def test_a_timed_out_attempt_is_retried_and_a_timed_out_unless_check_lets_the_command_run(tmp_path: Path):
+    ctx = make_ctx(tmp_path)
+    tries = tmp_path / "tries"
+    # The first attempt hangs (a slow moment), the second answers at once.
+    slow_then_fast = step(kind="command", shell=f"echo x >> {tries}; [ $(wc -l < {tries}) -ge 2 ] || sleep 60",
+                          timeout=0.5, retries=2, delay=0)
+    outcome = apply(slow_then_fast, ctx)
+    assert outcome.changed and "attempt 2" in outcome.message and tries.read_text() == "x\nx\n"
+    always_slow = step(kind="command", shell="sleep 60", timeout=0.3, retries=1, delay=0)
+    with pytest.raises(StepFailed, match=r"timed out after 0.3 s \(killed\), after 2 attempts"):
+        apply(always_slow, ctx)
+    ran = tmp_path / "ran"
+    hung_check = step(kind="command", shell=f"touch {ran}", unless="sleep 60", timeout=0.3)
+    assert apply(hung_check, ctx).changed and ran.exists()
+
+
 # -- packages --------------------------------------------------------------------------------
 
 def test_packages_already_installed_is_ok_without_a_package_manager(tmp_path: Path):
