@@ -140,7 +140,7 @@ def test_provision_all_powers_on_wave_after_wave_from_the_inventory_setting(
     (tmp_path / "inventory.yaml").write_text(
         site + "".join(node_yaml(i, port) for i, port in enumerate(ports)))
     (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
-    out = provisiond(tmp_path, "provision", "--all", "--timeout", "5")
+    out = provisiond(tmp_path, "provision", "--all", "--timeout", "30")
     assert out.returncode == 0, out.stdout + out.stderr
     for port in ports:
         assert proc.wait_for(f"127.0.0.1:{port} power on")
@@ -165,7 +165,7 @@ def test_wave_size_0_on_the_command_line_powers_every_node_at_once(
         site + "".join(node_yaml(i, port) for i, (port, _) in enumerate(bmcs)))
     (tmp_path / "bmc.pass").write_text(PASSWORD + "\n")
     # With the inventory's waves this would wait 600 s between nodes (the test's timeout is 240 s).
-    out = provisiond(tmp_path, "power", "--all", "on", "--wave-size", "0", "--timeout", "5")
+    out = provisiond(tmp_path, "power", "--all", "on", "--wave-size", "0", "--timeout", "30")
     assert out.returncode == 0, out.stdout + out.stderr
     store = Store.in_state_dir(tmp_path / "state")
     details = [e.detail for e in store.events() if e.kind == "power:on"]
