@@ -3,7 +3,7 @@
     provisiond lab [--computes N] [--firmware [HOST=]bios|uefi]... [--install image|preseed]
                    [--openstack] [--until STATE] [--timeout SECONDS] [--down-after]
     provisiond lab down [--pid PID | --workdir DIR | --all]
-    provisiond lab ssh HOST [-- COMMAND...]
+    provisiond lab [--workdir DIR | --pid PID] ssh HOST [-- COMMAND...]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "the global --state-dir, or the only one running; --all: every lab); "
                         "snapshot / restore every node's disk and NVRAM and provisiond's store "
                         "of the running lab; ssh HOST [-- COMMAND...]: root on a node of the "
-                        "running lab, with the lab's own key, from inside the lab network")
+                        "running lab, with the lab's own key, from inside the lab network (options "
+                        "such as --workdir go before ssh)")
     parser.add_argument("words", nargs="*", metavar="HOST [COMMAND]", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="installed",
                         help="snapshot name for snapshot/restore (default installed)")
@@ -189,7 +190,7 @@ def run_lab(args: argparse.Namespace) -> int:
         _print_report(lab, workdir)
         if not args.down_after:
             print("the lab stays up: Ctrl-C here, or `provisiond lab down`, removes it; "
-                  f"`provisiond lab ssh HOST` (--workdir {workdir}) logs in to a node", flush=True)
+                  f"`provisiond lab --workdir {workdir} ssh HOST` logs in to a node", flush=True)
             while not stop.wait(3600):
                 pass
         return 0 if ok else 1

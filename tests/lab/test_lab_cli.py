@@ -30,7 +30,7 @@ def test_bad_compute_count_is_refused() -> None:
 
 
 def test_lab_ssh_names_what_is_missing(tmp_path) -> None:
-    result = provisiond("lab", "ssh", "compute1", "--workdir", str(tmp_path))
+    result = provisiond("lab", "--workdir", str(tmp_path), "ssh", "compute1", "--", "findmnt", "-n")
     assert result.returncode == 1 and f"--workdir {tmp_path}: no lab runs there" in result.stderr
     result = provisiond("lab", "up", "compute1")
     assert result.returncode == 1 and "only `lab ssh HOST` takes more" in result.stderr
