@@ -28,7 +28,7 @@ from provisiond.http.auth import own_node_or_operator, require_node
 from provisiond.http.files import send_asset
 from provisiond.images.cache import Artifact, ImageCache
 from provisiond.images.node_script import NodeIdentity, render_node_script
-from provisiond.images.recipes import RecipeError, ramdisk_recipe, root_recipe
+from provisiond.images.recipes import RecipeError, node_root_recipe, ramdisk_recipe
 from provisiond.inventory import Node
 from provisiond.lifecycle import Event, IllegalTransition, Source
 from provisiond.logs import log_event
@@ -54,7 +54,7 @@ def _image_node(hostname: str) -> Node:
 def root_image(node: Node) -> Artifact | None:
     """The cached root image this provisiond built for the node's OS and role (its key)."""
     try:
-        return _cache().served(root_recipe(node.os_name, node.role, openstack=ctx().inventory.site.openstack))
+        return _cache().served(node_root_recipe(node, ctx().inventory.site))
     except RecipeError:
         return None
 
